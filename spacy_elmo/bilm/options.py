@@ -1,0 +1,214 @@
+"""The biLM hyper-parameters of an ``options.json`` file (reference §7), validated."""
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple, Union
+
+from ..errors import ElmoOptionsError
+
+PathLike = Union[str, Path]
+
+ACTIVATIONS = ("relu", "tanh")
+
+
+@dataclass(frozen=True)
+class ElmoOptions:
+    """Architecture of an ELMo biLM, in the vocabulary of ``options.json``."""
+
+    lstm_dim: int
+    projection_dim: int
+    n_layers: int
+    cell_clip: Optional[float]
+    proj_clip: Optional[float]
+    use_skip_connections: bool
+    char_embedding_dim: int
+    filters: Tuple[Tuple[int, int], ...]
+    n_highway: int
+    activation: str = "relu"
+    max_characters_per_token: int = 50
+    n_characters: int = 262
+    extra: Dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def n_filters(self) -> int:
+        """Width F of the char-CNN output: the sum of every bank's filter count."""
+        return sum(n for _, n in self.filters)
+
+    @property
+    def output_dim(self) -> int:
+        """Width 2P of every layer the biLM reports."""
+        return 2 * self.projection_dim
+
+    @property
+    def n_output_layers(self) -> int:
+        """L + 1: the token layer and every LSTM layer."""
+        return self.n_layers + 1
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any], source: str = "options") -> "ElmoOptions":
+        """Validate an ``options.json`` dictionary; ``source`` names it in error messages."""
+        if not isinstance(data, dict):
+            raise ElmoOptionsError(f"{source}: expected a JSON object, got {type(data).__name__}.")
+        lstm = _section(data, "lstm", source)
+        cnn = _section(data, "char_cnn", source)
+        embedding = _section(cnn, "embedding", source, prefix="char_cnn.")
+        filters = _get(cnn, "filters", source, "char_cnn.")
+        if (
+            not isinstance(filters, list)
+            or not filters
+            or not all(
+                isinstance(f, (list, tuple)) and len(f) == 2 and all(_is_int(v) and v > 0 for v in f)
+                for f in filters
+            )
+        ):
+            raise ElmoOptionsError(
+                f"{source}: 'char_cnn.filters' must be a non-empty list of [width, count] pairs of "
+                f"positive integers, got {filters!r}."
+            )
+        max_chars = _positive_int(cnn.get("max_characters_per_token", 50), "char_cnn.max_characters_per_token", source)
+        if max_chars < 3:
+            raise ElmoOptionsError(
+                f"{source}: 'char_cnn.max_characters_per_token' must be at least 3 "
+                f"(begin-of-word, one byte, end-of-word), got {max_chars}."
+            )
+        widest = max(int(w) for w, _ in filters)
+        if widest > max_chars:
+            raise ElmoOptionsError(
+                f"{source}: a char-CNN filter of width {widest} is wider than "
+                f"'char_cnn.max_characters_per_token' = {max_chars}."
+            )
+        activation = cnn.get("activation", "relu")
+        if activation not in ACTIVATIONS:
+            raise ElmoOptionsError(
+                f"{source}: 'char_cnn.activation' must be one of {list(ACTIVATIONS)}, got {activation!r}."
+            )
+        n_highway = cnn.get("n_highway") or 0
+        if not _is_int(n_highway) or n_highway < 0:
+            raise ElmoOptionsError(f"{source}: 'char_cnn.n_highway' must be an integer >= 0, got {n_highway!r}.")
+        skip = lstm.get("use_skip_connections", False)
+        if not isinstance(skip, bool):
+            raise ElmoOptionsError(
+                f"{source}: 'lstm.use_skip_connections' must be true or false, got {skip!r}."
+            )
+        known = {"lstm", "char_cnn"}
+        return cls(
+            lstm_dim=_positive_int(_get(lstm, "dim", source, "lstm."), "lstm.dim", source),
+            projection_dim=_positive_int(_get(lstm, "projection_dim", source, "lstm."), "lstm.projection_dim", source),
+            n_layers=_positive_int(_get(lstm, "n_layers", source, "lstm."), "lstm.n_layers", source),
+            cell_clip=_clip(lstm.get("cell_clip"), "lstm.cell_clip", source),
+            proj_clip=_clip(lstm.get("proj_clip"), "lstm.proj_clip", source),
+            use_skip_connections=skip,
+            char_embedding_dim=_positive_int(_get(embedding, "dim", source, "char_cnn.embedding."), "char_cnn.embedding.dim", source),
+            filters=tuple((int(w), int(n)) for w, n in filters),
+            n_highway=int(n_highway),
+            activation=activation,
+            max_characters_per_token=max_chars,
+            n_characters=int(cnn.get("n_characters", 262)),
+            extra={k: v for k, v in data.items() if k not in known},
+        )
+
+    @classmethod
+    def from_file(cls, path: PathLike) -> "ElmoOptions":
+        """Read and validate an ``options.json`` file."""
+        path = Path(path)
+        if not path.is_file():
+            raise ElmoOptionsError(
+                f"Options file not found: {path}. Pass the 'options.json' that was published with "
+                f"the weights (or a directory holding options.json and weights.hdf5)."
+            )
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ElmoOptionsError(f"Options file {path} is not readable JSON: {err}.") from None
+        return cls.from_dict(data, source=str(path))
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The ``options.json`` dictionary, in the published schema (inference fields only)."""
+        data = dict(self.extra)
+        data["lstm"] = {
+            "dim": self.lstm_dim,
+            "projection_dim": self.projection_dim,
+            "n_layers": self.n_layers,
+            "cell_clip": _json_number(self.cell_clip),
+            "proj_clip": _json_number(self.proj_clip),
+            "use_skip_connections": self.use_skip_connections,
+        }
+        data["char_cnn"] = {
+            "embedding": {"dim": self.char_embedding_dim},
+            "filters": [list(f) for f in self.filters],
+            "n_highway": self.n_highway,
+            "activation": self.activation,
+            "max_characters_per_token": self.max_characters_per_token,
+            "n_characters": 262,
+        }
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    def expected_shapes(self) -> Dict[str, Tuple[int, ...]]:
+        """Every dataset of the published ``weights.hdf5`` layout (reference §7) with its shape."""
+        d_c, F, P, H = self.char_embedding_dim, self.n_filters, self.projection_dim, self.lstm_dim
+        shapes: Dict[str, Tuple[int, ...]] = {"char_embed": (261, d_c)}
+        for i, (width, count) in enumerate(self.filters):
+            shapes[f"CNN/W_cnn_{i}"] = (1, width, d_c, count)
+            shapes[f"CNN/b_cnn_{i}"] = (count,)
+        for k in range(self.n_highway):
+            for name in ("carry", "transform"):
+                shapes[f"CNN_high_{k}/W_{name}"] = (F, F)
+                shapes[f"CNN_high_{k}/b_{name}"] = (F,)
+        shapes["CNN_proj/W_proj"] = (F, P)
+        shapes["CNN_proj/b_proj"] = (P,)
+        for direction in range(2):
+            for layer in range(self.n_layers):
+                prefix = lstm_cell_prefix(direction, layer)
+                shapes[f"{prefix}/W_0"] = (P + P, 4 * H)
+                shapes[f"{prefix}/B"] = (4 * H,)
+                shapes[f"{prefix}/W_P_0"] = (H, P)
+        return shapes
+
+
+def lstm_cell_prefix(direction: int, layer: int) -> str:
+    """HDF5 group of one LSTM cell: direction 0 = forward, 1 = backward."""
+    return f"RNN_{direction}/RNN/MultiRNNCell/Cell{layer}/LSTMCell"
+
+
+def _json_number(value: Optional[float]) -> Optional[Union[int, float]]:
+    """Write 3.0 as 3, as the published files do."""
+    return int(value) if value is not None and float(value).is_integer() else value
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _section(data: Dict[str, Any], key: str, source: str, prefix: str = "") -> Dict[str, Any]:
+    value = _get(data, key, source, prefix)
+    if not isinstance(value, dict):
+        raise ElmoOptionsError(f"{source}: '{prefix}{key}' must be a JSON object, got {value!r}.")
+    return value
+
+
+def _get(data: Dict[str, Any], key: str, source: str, prefix: str = "") -> Any:
+    if key not in data:
+        raise ElmoOptionsError(
+            f"{source}: missing field '{prefix}{key}'. An ELMo options.json needs 'lstm' "
+            f"(dim, projection_dim, n_layers, ...) and 'char_cnn' (embedding.dim, filters, ...)."
+        )
+    return data[key]
+
+
+def _positive_int(value: Any, name: str, source: str) -> int:
+    if not _is_int(value) or value <= 0:
+        raise ElmoOptionsError(f"{source}: '{name}' must be a positive integer, got {value!r}.")
+    return int(value)
+
+
+def _clip(value: Any, name: str, source: str) -> Optional[float]:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ElmoOptionsError(f"{source}: '{name}' must be a positive number or null, got {value!r}.")
+    return float(value)
+
