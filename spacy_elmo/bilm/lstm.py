@@ -1,0 +1,180 @@
+"""The forward and backward LSTM stacks of the biLM (reference §3).
+
+Both directions run in the same loop: the backward stack reads every row reversed within
+its length, so that in its own time axis real steps come first, exactly as in the forward
+stack. Each step is then one batched matmul for both directions. Rows are sorted by length
+so the rows still running at step ``t`` are a prefix of the batch. The input half of every
+gate pre-activation is computed for all steps at once before the loop.
+"""
+
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from .tensors import to_numpy
+from .options import ElmoOptions, lstm_cell_prefix
+
+FORGET_BIAS = 1.0
+
+LstmState = Tuple[torch.Tensor, torch.Tensor]
+"""Cell state ``(n_layers, 2, B, H)`` and projected state ``(n_layers, 2, B, P)``."""
+
+
+class BiLstmLayer(nn.Module):
+    """One layer of both directions: a TensorFlow ``LSTMCell`` with projection and clipping.
+
+    Weights are kept as in the file (row-vector convention, gate blocks ``i, j, f, o``), one
+    slice per direction, so that saving them back is exact.
+    """
+
+    def __init__(self, input_dim: int, hidden_dim: int, projection_dim: int) -> None:
+        super().__init__()
+        self.input_weight = nn.Parameter(torch.zeros(2, input_dim, 4 * hidden_dim))
+        self.recurrent_weight = nn.Parameter(torch.zeros(2, projection_dim, 4 * hidden_dim))
+        self.bias = nn.Parameter(torch.zeros(2, 4 * hidden_dim))
+        self.projection = nn.Parameter(torch.zeros(2, hidden_dim, projection_dim))
+
+    @property
+    def hidden_dim(self) -> int:
+        return self.projection.shape[1]
+
+    def gate_bias(self) -> torch.Tensor:
+        """The stored bias plus TensorFlow's run-time forget bias (never stored in the file)."""
+        H = self.hidden_dim
+        offset = torch.zeros_like(self.bias[0])
+        offset[2 * H : 3 * H] = FORGET_BIAS
+        return self.bias + offset
+
+
+class ElmoLstm(nn.Module):
+    """``n_layers`` of :class:`BiLstmLayer` with clipping and optional residual connections."""
+
+    def __init__(self, options: ElmoOptions) -> None:
+        super().__init__()
+        P, H = options.projection_dim, options.lstm_dim
+        self.layers = nn.ModuleList(BiLstmLayer(P, H, P) for _ in range(options.n_layers))
+        self.cell_clip = options.cell_clip
+        self.proj_clip = options.proj_clip
+        self.use_skip_connections = options.use_skip_connections
+
+    def forward(
+        self, inputs: torch.Tensor, lengths: torch.Tensor, initial_state: Optional[LstmState] = None
+    ) -> Tuple[List[torch.Tensor], LstmState]:
+        """Run both stacks.
+
+        ``inputs`` ``(B, S, P)`` are the token vectors with boundaries, ``lengths`` ``(B,)``
+        the number of real slots of each row (at least 1). Returns, per layer, the outputs
+        ``(B, S, 2P)`` (forward half first; zeros at padded slots) and the final state of
+        every row (forward: after its last slot; backward: after its first).
+        """
+        B, S, P = inputs.shape
+        lengths = lengths.to(inputs.device)
+        order = torch.argsort(lengths, descending=True, stable=True)
+        sorted_lengths = lengths[order]
+        # Active rows per step: rows are sorted, so the first ``active[t]`` rows are running.
+        steps = torch.arange(S, device=inputs.device)
+        active = (sorted_lengths.unsqueeze(0) > steps.unsqueeze(1)).sum(dim=1).tolist()
+        reverse = _reverse_index(sorted_lengths, S)
+
+        x = inputs[order].transpose(0, 1)  # (S, B, P), time-major
+        x = torch.stack([x, x.gather(0, reverse.unsqueeze(-1).expand(-1, -1, P))])  # (2, S, B, P)
+        if initial_state is not None:
+            initial_state = (initial_state[0][:, :, order], initial_state[1][:, :, order])
+
+        outputs: List[torch.Tensor] = []
+        final_c: List[torch.Tensor] = []
+        final_h: List[torch.Tensor] = []
+        for index, layer in enumerate(self.layers):
+            state = None if initial_state is None else (initial_state[0][index], initial_state[1][index])
+            h_seq, (c_last, h_last) = self._run_layer(layer, x, active, state)
+            if self.use_skip_connections and index > 0:
+                h_seq = h_seq + x
+            final_c.append(c_last)
+            final_h.append(h_last)
+            outputs.append(h_seq)
+            x = h_seq
+
+        unsort = torch.argsort(order)
+        results = []
+        for h_seq in outputs:
+            forward_part = h_seq[0]
+            backward_part = h_seq[1].gather(0, reverse.unsqueeze(-1).expand(-1, -1, P))
+            both = torch.cat([forward_part, backward_part], dim=-1).transpose(0, 1)  # (B, S, 2P)
+            results.append(both[unsort])
+        final = (torch.stack(final_c)[:, :, unsort], torch.stack(final_h)[:, :, unsort])
+        return results, final
+
+    def _run_layer(
+        self, layer: BiLstmLayer, x: torch.Tensor, active: List[int], state: Optional[LstmState]
+    ) -> Tuple[torch.Tensor, LstmState]:
+        two, S, B, _ = x.shape
+        H, P = layer.hidden_dim, layer.projection.shape[2]
+        gates_in = torch.baddbmm(
+            layer.gate_bias().unsqueeze(1), x.reshape(2, S * B, -1), layer.input_weight
+        ).view(2, S, B, 4 * H)
+        if state is None:
+            c = x.new_zeros((2, B, H))
+            h = x.new_zeros((2, B, P))
+        else:
+            c, h = state
+        out = x.new_zeros((2, S, B, P))
+        done_c: List[torch.Tensor] = []
+        done_h: List[torch.Tensor] = []
+        n = B
+        for t in range(S):
+            if active[t] < n:
+                done_c.append(c[:, active[t] : n])
+                done_h.append(h[:, active[t] : n])
+                n = active[t]
+                c, h = c[:, :n], h[:, :n]
+            if n == 0:
+                break
+            gates = torch.baddbmm(gates_in[:, t, :n], h, layer.recurrent_weight)
+            i, j, f, o = gates.chunk(4, dim=2)
+            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(j)
+            if self.cell_clip is not None:
+                c = c.clamp(-self.cell_clip, self.cell_clip)
+            h = torch.bmm(torch.sigmoid(o) * torch.tanh(c), layer.projection)
+            if self.proj_clip is not None:
+                h = h.clamp(-self.proj_clip, self.proj_clip)
+            out[:, t, :n] = h
+        done_c.append(c)
+        done_h.append(h)
+        # Rows finished in order of decreasing index; put them back in sorted order.
+        return out, (torch.cat(done_c[::-1], dim=1), torch.cat(done_h[::-1], dim=1))
+
+    def load_arrays(self, arrays: Dict[str, np.ndarray]) -> None:
+        """Copy weights from the published HDF5 layout (reference §7)."""
+        with torch.no_grad():
+            for index, layer in enumerate(self.layers):
+                P = layer.recurrent_weight.shape[1]
+                for direction in range(2):
+                    prefix = lstm_cell_prefix(direction, index)
+                    kernel = torch.from_numpy(arrays[f"{prefix}/W_0"])
+                    n_in = kernel.shape[0] - P
+                    layer.input_weight[direction].copy_(kernel[:n_in])
+                    layer.recurrent_weight[direction].copy_(kernel[n_in:])
+                    layer.bias[direction].copy_(torch.from_numpy(arrays[f"{prefix}/B"]))
+                    layer.projection[direction].copy_(torch.from_numpy(arrays[f"{prefix}/W_P_0"]))
+
+    def to_arrays(self) -> Dict[str, np.ndarray]:
+        """The weights in the published HDF5 layout; exact inverse of :meth:`load_arrays`."""
+        arrays = {}
+        for index, layer in enumerate(self.layers):
+            for direction in range(2):
+                prefix = lstm_cell_prefix(direction, index)
+                kernel = torch.cat([layer.input_weight[direction], layer.recurrent_weight[direction]])
+                arrays[f"{prefix}/W_0"] = to_numpy(kernel)
+                arrays[f"{prefix}/B"] = to_numpy(layer.bias[direction])
+                arrays[f"{prefix}/W_P_0"] = to_numpy(layer.projection[direction])
+        return arrays
+
+
+def _reverse_index(lengths: torch.Tensor, steps: int) -> torch.Tensor:
+    """``(S, B)`` index that reverses each column within its length; an involution."""
+    t = torch.arange(steps, device=lengths.device).unsqueeze(1)
+    lengths = lengths.unsqueeze(0)
+    return torch.where(t < lengths, lengths - 1 - t, t)
+

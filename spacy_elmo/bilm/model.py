@@ -1,0 +1,231 @@
+"""The ELMo biLM as one PyTorch module, with loading, saving and a NumPy-level API."""
+
+import json
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..chars import BOS_TOKEN, EOS_TOKEN, encode_tokens, index_batch
+from ..errors import ElmoWeightsError
+from .lstm import ElmoLstm, LstmState
+from .options import ElmoOptions
+from .token_cache import TokenCache
+from .token_encoder import TokenEncoder
+from .weights_io import read_weights, weights_from_bytes, weights_to_bytes, write_weights
+from .pretrained import resolve_model
+
+PathLike = Union[str, Path]
+DEFAULT_TOKEN_CACHE_SIZE = 10_000
+
+
+class ElmoBiLM(nn.Module):
+    """Char CNN → highway → projection → forward and backward LSTM stacks (reference §2–5).
+
+    ``forward`` returns every layer, ``(L+1, B, T, 2P)``, with ``<S>``/``</S>`` removed and
+    zeros at padded slots: layer 0 is the token vector twice, layer ``l`` is
+    ``[forward_l, backward_l]``. Stateless by default (every sentence starts from zero
+    state, so outputs never depend on the rest of the batch). With ``stateful=True`` row
+    ``i`` of each batch starts from the final state of row ``i`` of the previous batch, as in
+    AllenNLP and bilm-tf (reference §4).
+    """
+
+    def __init__(
+        self, options: ElmoOptions, *, stateful: bool = False, token_cache_size: int = DEFAULT_TOKEN_CACHE_SIZE
+    ) -> None:
+        super().__init__()
+        self.options = options
+        self.token_encoder = TokenEncoder(options)
+        self.lstm = ElmoLstm(options)
+        self.stateful = stateful
+        self.token_cache = TokenCache(token_cache_size)
+        self._state: Optional[LstmState] = None
+        boundaries = torch.from_numpy(encode_tokens([BOS_TOKEN, EOS_TOKEN], options.max_characters_per_token))
+        self.register_buffer("boundary_char_ids", boundaries, persistent=False)
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def from_arrays(cls, options: ElmoOptions, arrays: Dict[str, np.ndarray], **kwargs) -> "ElmoBiLM":
+        """Build from weights in the published HDF5 layout (dataset name → array)."""
+        model = cls(options, **kwargs)
+        model.token_encoder.load_arrays(arrays)
+        model.lstm.load_arrays(arrays)
+        return model.eval()
+
+    @classmethod
+    def from_files(
+        cls,
+        options_path: PathLike,
+        weights_path: PathLike,
+        *,
+        stateful: bool = False,
+        token_cache_size: int = DEFAULT_TOKEN_CACHE_SIZE,
+        device: Union[str, torch.device, None] = None,
+    ) -> "ElmoBiLM":
+        """Load a published ``options.json`` + ``weights.hdf5`` pair."""
+        options = ElmoOptions.from_file(options_path)
+        arrays = read_weights(weights_path, options)
+        model = cls.from_arrays(options, arrays, stateful=stateful, token_cache_size=token_cache_size)
+        return model if device is None else model.to(device)
+
+    @classmethod
+    def from_pretrained(cls, name_or_directory: PathLike, **kwargs) -> "ElmoBiLM":
+        """Load a published model by name ("small", "medium", "original", "original-5.5b"),
+        downloading it once into the cache, or a directory with options.json + weights.hdf5."""
+        options_path, weights_path = resolve_model(str(name_or_directory))
+        return cls.from_files(options_path, weights_path, **kwargs)
+
+    @classmethod
+    def from_bytes(cls, data: Dict[str, bytes], **kwargs) -> "ElmoBiLM":
+        """Inverse of :meth:`to_bytes`."""
+        try:
+            options = ElmoOptions.from_dict(json.loads(data["options"]), source="<serialized options>")
+        except (KeyError, TypeError, ValueError) as err:
+            raise ElmoWeightsError(f"Serialized biLM is incomplete or corrupted: {err}.") from None
+        return cls.from_arrays(options, weights_from_bytes(data["weights"], options), **kwargs)
+
+    # ------------------------------------------------------------------ saving
+
+    def to_arrays(self) -> Dict[str, np.ndarray]:
+        """Weights in the published HDF5 layout (dataset name → float32 array)."""
+        return {**self.token_encoder.to_arrays(), **self.lstm.to_arrays()}
+
+    def save(self, directory: PathLike) -> None:
+        """Write ``options.json`` and ``weights.hdf5`` in the published layout."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "options.json").write_text(self.options.to_json(), encoding="utf-8")
+        write_weights(directory / "weights.hdf5", self.to_arrays())
+
+    def to_bytes(self) -> Dict[str, bytes]:
+        """``options.json`` and ``weights.hdf5`` contents, for self-contained pipelines."""
+        return {"options": self.options.to_json().encode("utf-8"), "weights": weights_to_bytes(self.to_arrays())}
+
+    # ------------------------------------------------------------------ state
+
+    def reset_states(self) -> None:
+        """Forget the carried LSTM state (stateful mode): the next batch starts from zeros."""
+        self._state = None
+
+    def train(self, mode: bool = True) -> "ElmoBiLM":
+        if mode:
+            self.token_cache.clear()
+        return super().train(mode)
+
+    def _apply(self, fn, *args, **kwargs):
+        self.token_cache.clear()
+        self._state = None
+        return super()._apply(fn, *args, **kwargs)
+
+    def load_state_dict(self, *args, **kwargs):
+        self.token_cache.clear()
+        return super().load_state_dict(*args, **kwargs)
+
+    # ------------------------------------------------------------------ forward
+
+    def token_vectors(self, char_ids: torch.Tensor) -> torch.Tensor:
+        """Context-insensitive vectors ``(U, P)`` of distinct tokens ``(U, C)``, cached when exact.
+
+        The cache is bypassed while gradients can reach the token encoder.
+        """
+        trainable = torch.is_grad_enabled() and any(p.requires_grad for p in self.token_encoder.parameters())
+        if self.token_cache.size == 0 or self.training or trainable:
+            return self.token_encoder(char_ids)
+        keys = [row.tobytes() for row in char_ids.to(torch.int16).cpu().numpy()]
+        found, cached, missing = self.token_cache.lookup(keys)
+        if not found:
+            vectors = self.token_encoder(char_ids)
+            self.token_cache.store(keys, vectors)
+            return vectors
+        vectors = cached.new_empty((len(keys), cached.shape[1]))
+        vectors[torch.tensor(found, device=vectors.device)] = cached
+        if missing:
+            missing_index = torch.tensor(missing, device=vectors.device)
+            computed = self.token_encoder(char_ids[missing_index])
+            self.token_cache.store([keys[i] for i in missing], computed)
+            vectors[missing_index] = computed
+        return vectors
+
+    def forward(self, char_ids: torch.Tensor, token_index: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """All layers for a batch given as distinct tokens plus an index.
+
+        ``char_ids`` ``(U, C)``: ids of the distinct tokens (see :func:`spacy_elmo.chars.index_batch`);
+        ``token_index`` ``(B, T)``: which distinct token fills each slot; ``lengths`` ``(B,)``.
+        Returns ``(L+1, B, T, 2P)``.
+        """
+        B, T = token_index.shape
+        device = self.boundary_char_ids.device
+        lengths = lengths.to(device)
+        vectors = self.token_vectors(torch.cat([self.boundary_char_ids, char_ids.to(device)]))
+        # Slot layout with boundaries: <S> (row 0), tokens (rows 2..), </S> (row 1), padding.
+        slots = torch.zeros((B, T + 2), dtype=torch.long, device=device)
+        slots[:, 1 : T + 1] = token_index.to(device) + 2
+        positions = torch.arange(T + 2, device=device)
+        slots = torch.where(positions == (lengths + 1).unsqueeze(1), 1, slots)
+        slots = torch.where(positions > (lengths + 1).unsqueeze(1), 0, slots)
+        inputs = vectors[slots]  # (B, T+2, P)
+
+        initial_state = self._initial_state(B) if self.stateful else None
+        lstm_outputs, final_state = self.lstm(inputs, lengths + 2, initial_state)
+        if self.stateful:
+            self._store_state(final_state)
+
+        mask = (positions[:T] < lengths.unsqueeze(1)).unsqueeze(-1).to(inputs.dtype)  # (B, T, 1)
+        token_layer = inputs[:, 1 : T + 1]
+        layers = [torch.cat([token_layer, token_layer], dim=-1)]
+        layers.extend(output[:, 1 : T + 1] for output in lstm_outputs)
+        return torch.stack(layers) * mask
+
+    def _initial_state(self, batch_size: int) -> Optional[LstmState]:
+        if self._state is None:
+            return None
+        c, h = self._state
+        slots = c.shape[2]
+        if slots < batch_size:
+            grow = batch_size - slots
+            c = torch.cat([c, c.new_zeros(c.shape[:2] + (grow,) + c.shape[3:])], dim=2)
+            h = torch.cat([h, h.new_zeros(h.shape[:2] + (grow,) + h.shape[3:])], dim=2)
+        return c[:, :, :batch_size], h[:, :, :batch_size]
+
+    def _store_state(self, final_state: LstmState) -> None:
+        c, h = (tensor.detach() for tensor in final_state)
+        batch_size = c.shape[2]
+        if self._state is not None and self._state[0].shape[2] > batch_size:
+            old_c, old_h = self._state
+            c = torch.cat([c, old_c[:, :, batch_size:]], dim=2)
+            h = torch.cat([h, old_h[:, :, batch_size:]], dim=2)
+        self._state = (c, h)
+
+    # ------------------------------------------------------------------ NumPy API
+
+    def embed_batch(self, sentences: Sequence[Sequence[str]]) -> Tuple[torch.Tensor, torch.Tensor]:
+        """One batch of tokenised sentences → layers ``(L+1, B, T, 2P)`` and lengths ``(B,)``."""
+        char_ids, token_index, lengths, _ = index_batch(sentences, self.options.max_characters_per_token)
+        lengths = torch.from_numpy(lengths)
+        layers = self(torch.from_numpy(char_ids), torch.from_numpy(token_index), lengths)
+        return layers, lengths
+
+    def embed_sentences(self, sentences: Sequence[Sequence[str]], batch_size: int = 64) -> List[np.ndarray]:
+        """Every layer of every sentence: a list of float32 ``(L+1, n_i, 2P)`` arrays.
+
+        Stateless models batch sentences of similar length together (the result does not
+        depend on batching). Stateful models keep the given order: each run of
+        ``batch_size`` consecutive sentences is one batch, sentence ``i`` of it in row ``i``.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+        order = list(range(len(sentences)))
+        if not self.stateful:
+            order.sort(key=lambda i: len(sentences[i]), reverse=True)
+        results: List[Optional[np.ndarray]] = [None] * len(sentences)
+        with torch.no_grad():
+            for start in range(0, len(order), batch_size):
+                rows = order[start : start + batch_size]
+                layers, lengths = self.embed_batch([sentences[i] for i in rows])
+                layers = layers.cpu().numpy()
+                for row, index in enumerate(rows):
+                    results[index] = np.ascontiguousarray(layers[:, row, : int(lengths[row])])
+        return results  # type: ignore[return-value]

@@ -1,0 +1,102 @@
+"""Context-insensitive token representations: char CNN → highway → projection (reference §2)."""
+
+from typing import Dict
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..chars import PADDING_ID
+from .tensors import to_numpy
+from .options import ElmoOptions
+
+
+class Highway(nn.Module):
+    """``x ← g·relu(x W_t + b_t) + (1 − g)·x`` with ``g = σ(x W_c + b_c)``.
+
+    Carry and transform weights are kept side by side in one ``(F, 2F)`` matrix so that a
+    single matmul computes both (row-vector convention, as in the weight file).
+    """
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(width, 2 * width))
+        self.bias = nn.Parameter(torch.zeros(2 * width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate_in, transform_in = torch.addmm(self.bias, x, self.weight).chunk(2, dim=-1)
+        gate = torch.sigmoid(gate_in)
+        return torch.lerp(x, torch.relu(transform_in), gate)
+
+
+class TokenEncoder(nn.Module):
+    """Maps the character ids of distinct tokens ``(U, C)`` to their vectors ``(U, P)``.
+
+    Only the prefix of the character axis that any token of the call needs is convolved:
+    a window lying wholly in the padding has the same value for every token, and cutting
+    the axis at ``longest real prefix + widest filter`` keeps one such window for every
+    token that has one at full length, so the max-pool is exact.
+    """
+
+    def __init__(self, options: ElmoOptions) -> None:
+        super().__init__()
+        self.max_chars = options.max_characters_per_token
+        self.activation = torch.relu if options.activation == "relu" else torch.tanh
+        d_c = options.char_embedding_dim
+        self.char_embedding = nn.Parameter(torch.zeros(262, d_c))
+        self.convolutions = nn.ModuleList(nn.Conv1d(d_c, count, width) for width, count in options.filters)
+        self.widest_filter = max(width for width, _ in options.filters)
+        self.highways = nn.ModuleList(Highway(options.n_filters) for _ in range(options.n_highway))
+        self.projection = nn.Parameter(torch.zeros(options.n_filters, options.projection_dim))
+        self.projection_bias = nn.Parameter(torch.zeros(options.projection_dim))
+
+    def forward(self, char_ids: torch.Tensor) -> torch.Tensor:
+        if char_ids.shape[0] == 0:
+            return self.projection_bias.new_zeros((0, self.projection.shape[1]))
+        used = int((char_ids != PADDING_ID).sum(dim=1).max())
+        width = min(char_ids.shape[1], used + self.widest_filter)
+        chars = F.embedding(char_ids[:, :width], self.char_embedding).transpose(1, 2)
+        pooled = [self.activation(conv(chars).amax(dim=2)) for conv in self.convolutions]
+        x = torch.cat(pooled, dim=1)
+        for highway in self.highways:
+            x = highway(x)
+        return torch.addmm(self.projection_bias, x, self.projection)
+
+    def load_arrays(self, arrays: Dict[str, np.ndarray]) -> None:
+        """Copy weights from the published HDF5 layout (reference §7)."""
+        with torch.no_grad():
+            embed = torch.from_numpy(arrays["char_embed"])
+            self.char_embedding.zero_()
+            self.char_embedding[1:].copy_(embed)
+            for i, conv in enumerate(self.convolutions):
+                conv.weight.copy_(torch.from_numpy(arrays[f"CNN/W_cnn_{i}"][0]).permute(2, 1, 0))
+                conv.bias.copy_(torch.from_numpy(arrays[f"CNN/b_cnn_{i}"]))
+            for k, highway in enumerate(self.highways):
+                group = f"CNN_high_{k}"
+                highway.weight.copy_(
+                    torch.cat([torch.from_numpy(arrays[f"{group}/W_carry"]), torch.from_numpy(arrays[f"{group}/W_transform"])], 1)
+                )
+                highway.bias.copy_(
+                    torch.cat([torch.from_numpy(arrays[f"{group}/b_carry"]), torch.from_numpy(arrays[f"{group}/b_transform"])])
+                )
+            self.projection.copy_(torch.from_numpy(arrays["CNN_proj/W_proj"]))
+            self.projection_bias.copy_(torch.from_numpy(arrays["CNN_proj/b_proj"]))
+
+    def to_arrays(self) -> Dict[str, np.ndarray]:
+        """The weights in the published HDF5 layout; exact inverse of :meth:`load_arrays`."""
+        arrays = {"char_embed": to_numpy(self.char_embedding[1:])}
+        for i, conv in enumerate(self.convolutions):
+            arrays[f"CNN/W_cnn_{i}"] = to_numpy(conv.weight.permute(2, 1, 0).unsqueeze(0))
+            arrays[f"CNN/b_cnn_{i}"] = to_numpy(conv.bias)
+        for k, highway in enumerate(self.highways):
+            carry, transform = highway.weight.chunk(2, dim=1)
+            carry_bias, transform_bias = highway.bias.chunk(2)
+            arrays[f"CNN_high_{k}/W_carry"] = to_numpy(carry)
+            arrays[f"CNN_high_{k}/W_transform"] = to_numpy(transform)
+            arrays[f"CNN_high_{k}/b_carry"] = to_numpy(carry_bias)
+            arrays[f"CNN_high_{k}/b_transform"] = to_numpy(transform_bias)
+        arrays["CNN_proj/W_proj"] = to_numpy(self.projection)
+        arrays["CNN_proj/b_proj"] = to_numpy(self.projection_bias)
+        return arrays
+

@@ -1,0 +1,92 @@
+"""Tokens to the character ids the ELMo biLM reads (reference §1).
+
+Every token becomes ``max_chars`` ids: begin-of-word, its UTF-8 bytes (cut to
+``max_chars - 2``), end-of-word, then the padding character; all ids are shifted by +1
+so that 0 can mean "no token in this slot". ``<S>`` and ``</S>`` are the sentence
+boundary tokens, never spelled out.
+"""
+
+from typing import Dict, List, Sequence, Tuple
+
+import numpy as np
+
+BOS_CHAR = 256
+EOS_CHAR = 257
+BOW_CHAR = 258
+EOW_CHAR = 259
+PAD_CHAR = 260
+ID_OFFSET = 1
+
+BOS_TOKEN = "<S>"
+EOS_TOKEN = "</S>"
+DEFAULT_MAX_CHARS = 50
+
+PADDING_ID = PAD_CHAR + ID_OFFSET
+
+
+def token_char_ids(token: str, max_chars: int = DEFAULT_MAX_CHARS) -> np.ndarray:
+    """The ``(max_chars,)`` int64 ids of one token, +1 offset included."""
+    return encode_tokens([token], max_chars)[0]
+
+
+def token_key(token: str, max_chars: int = DEFAULT_MAX_CHARS) -> bytes:
+    """What the biLM actually sees of a token: two tokens with equal keys get equal ids."""
+    if token == BOS_TOKEN:
+        return b"\xffBOS"  # 0xff never occurs in UTF-8, so no real token collides
+    if token == EOS_TOKEN:
+        return b"\xffEOS"
+    return token.encode("utf-8", errors="ignore")[: max_chars - 2]
+
+
+def encode_tokens(tokens: Sequence[str], max_chars: int = DEFAULT_MAX_CHARS) -> np.ndarray:
+    """Character ids of several tokens, shape ``(len(tokens), max_chars)``, int64."""
+    ids = np.full((len(tokens), max_chars), PADDING_ID, dtype=np.int64)
+    ids[:, 0] = BOW_CHAR + ID_OFFSET
+    for row, token in enumerate(tokens):
+        if token == BOS_TOKEN or token == EOS_TOKEN:
+            ids[row, 1] = (BOS_CHAR if token == BOS_TOKEN else EOS_CHAR) + ID_OFFSET
+            ids[row, 2] = EOW_CHAR + ID_OFFSET
+            continue
+        data = token.encode("utf-8", errors="ignore")[: max_chars - 2]
+        n = len(data)
+        if n:
+            ids[row, 1 : n + 1] = np.frombuffer(data, dtype=np.uint8)
+            ids[row, 1 : n + 1] += ID_OFFSET
+        ids[row, n + 1] = EOW_CHAR + ID_OFFSET
+    return ids
+
+
+def batch_to_ids(sentences: Sequence[Sequence[str]], max_chars: int = DEFAULT_MAX_CHARS) -> np.ndarray:
+    """AllenNLP-style ``(B, T, max_chars)`` ids without boundaries; padded slots are all 0."""
+    longest = max((len(s) for s in sentences), default=0)
+    ids = np.zeros((len(sentences), longest, max_chars), dtype=np.int64)
+    for row, sentence in enumerate(sentences):
+        if len(sentence):
+            ids[row, : len(sentence)] = encode_tokens(list(sentence), max_chars)
+    return ids
+
+
+def index_batch(
+    sentences: Sequence[Sequence[str]], max_chars: int = DEFAULT_MAX_CHARS
+) -> Tuple[np.ndarray, np.ndarray, np.ndarray, List[bytes]]:
+    """A batch as its distinct tokens plus an index: what the biLM's forward pass takes.
+
+    Returns ``char_ids`` ``(U, max_chars)`` of the U distinct tokens (by :func:`token_key`),
+    ``token_index`` ``(B, T)`` pointing into them (0 at padded slots, masked by length),
+    ``lengths`` ``(B,)`` and the U keys (for caches).
+    """
+    position: Dict[bytes, int] = {}
+    first_spelling: List[str] = []
+    longest = max((len(s) for s in sentences), default=0)
+    token_index = np.zeros((len(sentences), longest), dtype=np.int64)
+    lengths = np.zeros((len(sentences),), dtype=np.int64)
+    for row, sentence in enumerate(sentences):
+        lengths[row] = len(sentence)
+        for col, token in enumerate(sentence):
+            key = token_key(token, max_chars)
+            found = position.get(key)
+            if found is None:
+                found = position[key] = len(first_spelling)
+                first_spelling.append(token)
+            token_index[row, col] = found
+    return encode_tokens(first_spelling, max_chars), token_index, lengths, list(position)
