@@ -1,0 +1,277 @@
+"""Find a biLM's ``options.json`` + ``weights.hdf5``: a model directory or a published model.
+
+Published models (reference §8) are downloaded once into a cache directory, atomically and
+verified, so a cached pair can be used without touching the network again.
+"""
+
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+import uuid
+from http.client import HTTPException
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+
+from tqdm import tqdm
+
+from ..errors import ElmoDownloadError, ElmoError, ElmoModelNotFoundError, ElmoOptionsError
+from .options import ElmoOptions
+from .weights_io import read_weights
+
+PathLike = Union[str, os.PathLike]
+
+OPTIONS_FILE = "options.json"
+WEIGHTS_FILE = "weights.hdf5"
+
+# Published model name -> file stem of the AllenNLP download location.
+PUBLISHED_MODELS: Dict[str, str] = {
+    "small": "elmo_2x1024_128_2048cnn_1xhighway",
+    "medium": "elmo_2x2048_256_2048cnn_1xhighway",
+    "original": "elmo_2x4096_512_2048cnn_2xhighway",
+    "original-5.5b": "elmo_2x4096_512_2048cnn_2xhighway_5.5B",
+}
+
+DEFAULT_MIRROR = "https://s3-us-west-2.amazonaws.com/allennlp/models/elmo"
+CACHE_ENV = "SPACY_ELMO_CACHE"
+MIRROR_ENV = "SPACY_ELMO_MIRROR"
+
+_TIMEOUT_S = 60.0
+_CHUNK_BYTES = 1 << 20
+_NETWORK_ERRORS = (urllib.error.URLError, HTTPException, TimeoutError, ConnectionError, ValueError)
+
+
+def default_cache_dir() -> Path:
+    """``$SPACY_ELMO_CACHE``, else ``$XDG_CACHE_HOME/spacy_elmo``, else ``~/.cache/spacy_elmo``."""
+    override = os.environ.get(CACHE_ENV)
+    if override:
+        return Path(override).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "spacy_elmo"
+
+
+def base_url() -> str:
+    """``$SPACY_ELMO_MIRROR`` (for mirrors and tests), else the AllenNLP S3 location."""
+    return (os.environ.get(MIRROR_ENV) or DEFAULT_MIRROR).rstrip("/")
+
+
+def model_urls(name: str) -> Tuple[str, str]:
+    """(options URL, weights URL) of a published model."""
+    stem = _published_stem(name)
+    root = f"{base_url()}/{stem}/{stem}"
+    return f"{root}_options.json", f"{root}_weights.hdf5"
+
+
+def resolve_model(name_or_path: PathLike) -> Tuple[Path, Path]:
+    """(options path, weights path) of a published model name or a model directory.
+
+    A published name (case-insensitive) always means the published model, downloaded into
+    the cache if needed; write e.g. ``./small`` to mean a directory called ``small``.
+    """
+    text = os.fspath(name_or_path)
+    if text.lower() in PUBLISHED_MODELS:
+        directory = download_model(text)
+        return directory / OPTIONS_FILE, directory / WEIGHTS_FILE
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return _model_dir_files(path)
+    if path.exists():
+        raise ElmoModelNotFoundError(
+            f"{path} is a file, not a model directory. Pass the directory that holds "
+            f"{OPTIONS_FILE} and {WEIGHTS_FILE}, or a published model name ({_known_names()})."
+        )
+    raise ElmoModelNotFoundError(
+        f"Unknown ELMo model {text!r}: it is neither a published model name ({_known_names()}) "
+        f"nor an existing directory. Pass one of those names, or a directory holding "
+        f"{OPTIONS_FILE} and {WEIGHTS_FILE}."
+    )
+
+
+def download_model(name: str, cache_dir: Optional[PathLike] = None, progress: bool = True) -> Path:
+    """Download a published model (if not cached yet) and return its verified directory.
+
+    Files land atomically in ``<cache>/<stem>/`` and are verified before they are kept; on
+    any failure the files this call created are removed, so the cache stays as it was.
+    """
+    stem = _published_stem(name)
+    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    directory = root / stem
+    options_path, weights_path = directory / OPTIONS_FILE, directory / WEIGHTS_FILE
+    if options_path.is_file() and weights_path.is_file():
+        return directory
+    options_url, weights_url = model_urls(name)
+    created_dir = not directory.exists()
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ElmoDownloadError(
+            f"Cannot create the ELMo cache directory {directory} ({err}). Set {CACHE_ENV} to a "
+            f"writable directory."
+        ) from None
+    created: List[Path] = []
+    try:
+        if not options_path.is_file():
+            _fetch(options_url, options_path, name, directory, progress, _verify_options)
+            created.append(options_path)
+        options = ElmoOptions.from_file(options_path)
+        if weights_path.is_file():
+            _verify_cached_weights(weights_path, options, options_url)
+        else:
+            _fetch(
+                weights_url,
+                weights_path,
+                name,
+                directory,
+                progress,
+                lambda tmp, url: _verify_weights(tmp, options, url),
+            )
+            created.append(weights_path)
+    except BaseException:
+        for path in created:
+            path.unlink(missing_ok=True)
+        if created_dir:
+            _remove_if_empty(directory)
+        raise
+    return directory
+
+
+def _published_stem(name: str) -> str:
+    """The file stem of a published model name (case-insensitive); unknown names list the known ones."""
+    stem = PUBLISHED_MODELS.get(name.lower())
+    if stem is None:
+        raise ElmoModelNotFoundError(
+            f"Unknown published ELMo model {name!r}. Published models: {_known_names()}; "
+            f"to use other weights, pass a directory holding {OPTIONS_FILE} and {WEIGHTS_FILE}."
+        )
+    return stem
+
+
+def _known_names() -> str:
+    return ", ".join(repr(n) for n in PUBLISHED_MODELS)
+
+
+def _model_dir_files(directory: Path) -> Tuple[Path, Path]:
+    options_path, weights_path = directory / OPTIONS_FILE, directory / WEIGHTS_FILE
+    missing = [p.name for p in (options_path, weights_path) if not p.is_file()]
+    if missing:
+        present = sorted(p.name for p in directory.iterdir())[:8]
+        raise ElmoModelNotFoundError(
+            f"Model directory {directory} has no {' and no '.join(missing)} "
+            f"(it holds: {', '.join(present) or 'nothing'}). A model directory needs "
+            f"{OPTIONS_FILE} and {WEIGHTS_FILE}, published together: add or rename the files."
+        )
+    return options_path, weights_path
+
+
+def _fetch(
+    url: str,
+    target: Path,
+    name: str,
+    directory: Path,
+    progress: bool,
+    verify: Callable[[Path, str], None],
+) -> None:
+    """Stream ``url`` into a temp file next to ``target``, verify it, then rename it into place."""
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.part")
+    try:
+        try:
+            with urllib.request.urlopen(url, timeout=_TIMEOUT_S) as response:
+                _stream(response, tmp, url, f"{name} {target.name}", progress)
+        except ElmoDownloadError:
+            raise
+        except _NETWORK_ERRORS as err:
+            raise ElmoDownloadError(_network_message(url, directory, name, err)) from None
+        except OSError as err:
+            raise ElmoDownloadError(
+                f"Cannot write {tmp} while downloading {url} ({err}). Free disk space or set "
+                f"{CACHE_ENV} to a writable directory with room for the model."
+            ) from None
+        try:
+            verify(tmp, url)
+        except ElmoError as err:
+            raise ElmoDownloadError(
+                f"A downloaded file failed verification: {err} Nothing was kept in {directory}. "
+                f"Run again to retry; if it keeps failing, check the download location "
+                f"({_location()}) or download the files by hand."
+            ) from err
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _stream(response: Any, tmp: Path, url: str, desc: str, progress: bool) -> None:
+    """Copy the response in chunks, with a progress bar; fail if it ends early."""
+    length = response.headers.get("Content-Length")
+    total = int(length) if length and length.isdigit() else None
+    received = 0
+    show = progress and sys.stderr.isatty()
+    with open(tmp, "xb") as out, tqdm(
+        total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=desc, disable=not show
+    ) as bar:
+        while True:
+            chunk = response.read(_CHUNK_BYTES)
+            if not chunk:
+                break
+            out.write(chunk)
+            received += len(chunk)
+            bar.update(len(chunk))
+        out.flush()
+        os.fsync(out.fileno())
+    if total is not None and received != total:
+        raise ElmoDownloadError(
+            f"Download of {url} ended after {received} of {total} bytes (connection closed "
+            f"early). Nothing was kept; run again to retry, and check your network connection."
+        )
+
+
+def _network_message(url: str, directory: Path, name: str, err: BaseException) -> str:
+    if isinstance(err, urllib.error.HTTPError):
+        reason = f"HTTP {err.code} {err.reason}"
+    elif isinstance(err, urllib.error.URLError):
+        reason = str(err.reason)
+    else:
+        reason = str(err) or type(err).__name__
+    stem = _published_stem(name)
+    return (
+        f"Could not download {url} ({reason}) into {directory}. Check your network connection "
+        f"and the download location ({_location()}), or download {stem}_options.json and "
+        f"{stem}_weights.hdf5 by hand, save them as {OPTIONS_FILE} and {WEIGHTS_FILE} in one "
+        f"directory, and pass that directory instead of {name!r}."
+    )
+
+
+def _location() -> str:
+    return f"{base_url()}; set {MIRROR_ENV} to use a mirror"
+
+
+def _verify_options(path: Path, url: str) -> None:
+    """Parse a downloaded options file, naming its URL (not the temp file) in errors."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ElmoOptionsError(f"{url} is not readable JSON ({err}).") from None
+    ElmoOptions.from_dict(data, source=url)
+
+
+def _verify_weights(path: Path, options: ElmoOptions, source: str) -> None:
+    read_weights(path, options, source=source)
+
+
+def _verify_cached_weights(weights_path: Path, options: ElmoOptions, options_url: str) -> None:
+    """A cached weights file whose options had to be fetched again must still match them."""
+    try:
+        _verify_weights(weights_path, options, str(weights_path))
+    except ElmoError as err:
+        raise ElmoDownloadError(
+            f"The cached {weights_path} does not fit the options downloaded from {options_url}: "
+            f"{err} Delete {weights_path.parent} and run again to download both files afresh."
+        ) from err
+
+
+def _remove_if_empty(directory: Path) -> None:
+    try:
+        directory.rmdir()
+    except OSError:
+        pass

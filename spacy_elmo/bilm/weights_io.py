@@ -1,0 +1,274 @@
+"""Read, validate and write the published ``weights.hdf5`` layout (reference §7).
+
+Pure NumPy/h5py: every dataset the options need is checked by name and shape before
+anything is built from it, so a wrong file fails here with a message a user can act on.
+"""
+
+import io
+import os
+import uuid
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+
+import h5py
+import numpy as np
+
+from ..errors import ElmoWeightsError
+from .options import ElmoOptions
+
+PathLike = Union[str, os.PathLike]
+
+BYTES_SOURCE = "<serialized weights>"
+
+# Errors h5py raises for unreadable, truncated or corrupted files.
+_H5_ERRORS = (OSError, RuntimeError, KeyError, ValueError, TypeError)
+
+_REDOWNLOAD = (
+    "It is likely an incomplete or corrupted download: delete it and download it again."
+)
+_RESERIALIZE = (
+    "The serialized data is incomplete or corrupted: save the pipeline again from a working copy."
+)
+_MISMATCH_FIX = (
+    "the options and weights are from different models; "
+    "pass the options.json published with these weights."
+)
+
+
+def read_weights(
+    path: PathLike, options: ElmoOptions, *, source: Optional[str] = None
+) -> Dict[str, np.ndarray]:
+    """Every dataset ``options`` needs, as C-contiguous float32 arrays, after checking shapes.
+
+    ``source`` names the file in error messages (default: the path). Extra datasets are ignored.
+    """
+    path = Path(path)
+    source = source or str(path)
+    if not path.exists():
+        raise ElmoWeightsError(
+            f"Weights file not found: {path}. Pass the 'weights.hdf5' published with your "
+            f"options.json (or a published model name / a directory holding options.json and "
+            f"weights.hdf5)."
+        )
+    if not path.is_file():
+        raise ElmoWeightsError(
+            f"{path} is not a file. Pass the 'weights.hdf5' file itself, not its directory."
+        )
+    return _read(path, options, source, _REDOWNLOAD)
+
+
+def weights_from_bytes(
+    data: bytes, options: ElmoOptions, *, source: str = BYTES_SOURCE
+) -> Dict[str, np.ndarray]:
+    """Like :func:`read_weights`, for HDF5 content held in memory (serialised pipelines)."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise ElmoWeightsError(
+            f"{source}: expected the bytes of an HDF5 weights file, got {type(data).__name__}."
+        )
+    return _read(io.BytesIO(bytes(data)), options, source, _RESERIALIZE)
+
+
+def write_weights(path: PathLike, arrays: Mapping[str, Any]) -> None:
+    """Write ``arrays`` as float32 datasets (``'/'`` in a name makes groups), atomically.
+
+    The file is written next to ``path`` under a temporary name and renamed into place,
+    so an interrupted write never leaves a partial file at ``path``.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    prepared = _prepare(arrays, str(path))
+    try:
+        with h5py.File(tmp, "x") as h5:
+            _write(h5, prepared)
+        _fsync(tmp)
+        os.replace(tmp, path)
+    except OSError as err:
+        raise ElmoWeightsError(
+            f"Cannot write weights to {path}: {err}. Check that the directory exists and is "
+            f"writable and that the disk is not full."
+        ) from None
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def weights_to_bytes(arrays: Mapping[str, Any]) -> bytes:
+    """The HDF5 file :func:`write_weights` would write, as bytes (deterministic)."""
+    prepared = _prepare(arrays, BYTES_SOURCE)
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as h5:
+        _write(h5, prepared)
+    return buffer.getvalue()
+
+
+def _prepare(arrays: Mapping[str, Any], target: str) -> List[Tuple[str, np.ndarray]]:
+    """Validate names and convert values to float32 before anything is written."""
+    prepared = []
+    for name, value in arrays.items():
+        if not isinstance(name, str) or not name.strip("/"):
+            raise ElmoWeightsError(
+                f"{target}: dataset names must be non-empty strings like 'CNN_proj/W_proj', "
+                f"got {name!r}."
+            )
+        try:
+            array = np.ascontiguousarray(value, dtype=np.float32)
+        except (TypeError, ValueError) as err:
+            raise ElmoWeightsError(
+                f"{target}: dataset '{name}' cannot be stored as float32 ({err}); pass numeric arrays."
+            ) from None
+        prepared.append((name, array))
+    return prepared
+
+
+def _write(h5: h5py.File, arrays: List[Tuple[str, np.ndarray]]) -> None:
+    """Plain contiguous datasets, as the published files have; no timestamps, so output is reproducible."""
+    for name, array in arrays:
+        try:
+            h5.create_dataset(name, data=array, dtype=np.float32, track_times=False)
+        except (TypeError, ValueError) as err:
+            raise ElmoWeightsError(
+                f"Cannot create dataset '{name}' ({_short(err)}): another name already uses "
+                f"'{name}' or one of its groups; pass each dataset name once, with no name being "
+                f"a group of another."
+            ) from None
+
+
+def _fsync(path: Path) -> None:
+    """Flush the file to disk so the rename cannot expose an empty file after a crash."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _read(
+    target: Union[Path, io.BytesIO], options: ElmoOptions, source: str, unreadable_fix: str
+) -> Dict[str, np.ndarray]:
+    try:
+        # No file locking: reads never race our writes (those rename a finished file into
+        # place), and locking fails on some read-only or network file systems.
+        h5 = h5py.File(target, "r", locking=False)
+    except PermissionError:
+        raise ElmoWeightsError(
+            f"{source} cannot be read: permission denied. Make the file readable for this user."
+        ) from None
+    except _H5_ERRORS as err:
+        raise ElmoWeightsError(
+            f"{source} is not a readable HDF5 file ({_short(err)}). {unreadable_fix}"
+        ) from None
+    with h5:
+        expected = options.expected_shapes()
+        _check_layout(h5, expected, options, source, unreadable_fix)
+        arrays = {}
+        for name, shape in expected.items():
+            array = np.empty(shape, dtype=np.float32)
+            try:
+                if array.size:
+                    h5[name].read_direct(array)
+            except _H5_ERRORS as err:
+                raise ElmoWeightsError(
+                    f"{source}: reading dataset '{name}' failed ({_short(err)}): the file is "
+                    f"truncated or corrupted. {unreadable_fix}"
+                ) from None
+            arrays[name] = array
+    return arrays
+
+
+def _check_layout(
+    h5: h5py.File,
+    expected: Dict[str, Tuple[int, ...]],
+    options: ElmoOptions,
+    source: str,
+    unreadable_fix: str,
+) -> None:
+    """Raise for the first missing or mis-shaped dataset, mentioning how many others differ."""
+    problems: List[str] = []
+    first: Optional[str] = None
+    for name, shape in expected.items():
+        try:
+            node = h5.get(name)
+            found = (tuple(node.shape), node.dtype) if isinstance(node, h5py.Dataset) else None
+        except _H5_ERRORS as err:
+            raise ElmoWeightsError(
+                f"{source}: cannot read the metadata of dataset '{name}' ({_short(err)}): the "
+                f"file is corrupted. {unreadable_fix}"
+            ) from None
+        if found is not None and found[0] == shape and found[1].kind == "f":
+            continue
+        problems.append(name)
+        if first is not None:
+            continue
+        needed = f"options.json ({_shape_origin(name, options)}) needs"
+        if node is None or found is None:
+            what = "is missing" if node is None else "is a group, not a dataset"
+            first = (
+                f"{source}: dataset '{name}' {what}, but {needed} it with shape {shape}. "
+                f"The file holds {_present(h5)}: {_MISMATCH_FIX}"
+            )
+        elif found[0] != shape:
+            first = (
+                f"{source}: dataset '{name}' has shape {found[0]} but {needed} {shape}: "
+                f"{_MISMATCH_FIX}"
+            )
+        else:
+            first = (
+                f"{source}: dataset '{name}' has dtype {found[1]}, but ELMo weights are "
+                f"float32: this is not an ELMo weights file; pass the weights.hdf5 published "
+                f"with your options.json."
+            )
+    if first is not None:
+        others = problems[1:]
+        if others:
+            first += f" ({len(others)} more dataset(s) differ too, e.g. '{others[0]}'.)"
+        raise ElmoWeightsError(first)
+
+
+def _shape_origin(name: str, options: ElmoOptions) -> str:
+    """The options fields that decide whether ``name`` exists and what shape it has."""
+    d_c, P, H = options.char_embedding_dim, options.projection_dim, options.lstm_dim
+    width_f = f"F={options.n_filters}, the sum of the char_cnn.filters counts"
+    if name == "char_embed":
+        return f"261 character ids; char_cnn.embedding.dim={d_c}"
+    if name.startswith("CNN/"):
+        i = int(name.rsplit("_", 1)[1])
+        width, count = options.filters[i]
+        kernel = f"; char_cnn.embedding.dim={d_c}" if "/W_" in name else ""
+        return f"char_cnn.filters[{i}]=[{width}, {count}] of {len(options.filters)} banks{kernel}"
+    if name.startswith("CNN_high_"):
+        return f"char_cnn.n_highway={options.n_highway}; {width_f}"
+    if name == "CNN_proj/W_proj":
+        return f"{width_f}; lstm.projection_dim={P}"
+    if name == "CNN_proj/b_proj":
+        return f"lstm.projection_dim={P}"
+    layers = f"lstm.n_layers={options.n_layers}"
+    if name.endswith("/W_0"):
+        return f"{layers}; lstm.projection_dim={P} (input and recurrent rows); lstm.dim={H} (4 gates)"
+    if name.endswith("/B"):
+        return f"{layers}; lstm.dim={H} (4 gates)"
+    return f"{layers}; lstm.dim={H}; lstm.projection_dim={P}"
+
+
+def _present(h5: h5py.File, limit: int = 5) -> str:
+    """A short list of the datasets a file does hold, for 'missing dataset' messages."""
+    names: List[str] = []
+
+    def visit(name: str, node: Any) -> None:
+        if isinstance(node, h5py.Dataset):
+            names.append(name)
+
+    try:
+        h5.visititems(visit)
+    except _H5_ERRORS:
+        return "datasets that cannot be listed (corrupted file)"
+    if not names:
+        return "no datasets at all"
+    shown = ", ".join(f"'{n}'" for n in sorted(names)[:limit])
+    more = ", ..." if len(names) > limit else ""
+    return f"{len(names)} dataset(s): {shown}{more}"
+
+
+def _short(err: BaseException) -> str:
+    """h5py's message without the errno noise, for embedding in our own message."""
+    text = str(err).strip() or type(err).__name__
+    return text.replace("Unable to synchronously ", "unable to ")

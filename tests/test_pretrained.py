@@ -1,0 +1,257 @@
+"""Model resolution and downloads, against a local HTTP server (no internet access)."""
+
+import functools
+import http.server
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+
+from spacy_elmo.bilm import pretrained
+from spacy_elmo.bilm.pretrained import (
+    PUBLISHED_MODELS,
+    default_cache_dir,
+    download_model,
+    model_urls,
+    resolve_model,
+)
+from spacy_elmo.errors import ElmoDownloadError, ElmoModelNotFoundError
+
+SMALL = PUBLISHED_MODELS["small"]
+MEDIUM = PUBLISHED_MODELS["medium"]
+
+
+class _CountingHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves a directory quietly and records every requested path."""
+
+    requests: list
+
+    def do_GET(self):
+        self.requests.append(self.path)
+        super().do_GET()
+
+    def log_message(self, format, *args):
+        pass
+
+
+class _ShortBodyHandler(_CountingHandler):
+    """Promises the full length but closes the connection after half of the body."""
+
+    def do_GET(self):
+        self.requests.append(self.path)
+        path = Path(self.translate_path(self.path))
+        if not path.is_file():
+            self.send_error(404)
+            return
+        data = path.read_bytes()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(data[: len(data) // 2])
+        self.close_connection = True
+
+
+def _serve(root: Path, handler=_CountingHandler):
+    """Start a server on a free port; returns (server, thread, requests list)."""
+    requests: list = []
+    handler_class = type("Handler", (handler,), {"requests": requests})
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(handler_class, directory=str(root))
+    )
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
+    )
+    thread.start()
+    return server, thread, requests
+
+
+def _publish(root: Path, stem: str, options_bytes: bytes, weights_bytes: bytes) -> None:
+    folder = root / stem
+    folder.mkdir(parents=True)
+    (folder / f"{stem}_options.json").write_bytes(options_bytes)
+    (folder / f"{stem}_weights.hdf5").write_bytes(weights_bytes)
+
+
+@pytest.fixture
+def mirror(tmp_path, monkeypatch, request):
+    """A local mirror serving the fixture model under the 'small' file names."""
+    handler = getattr(request, "param", _CountingHandler)
+    root = tmp_path / "mirror"
+    root.mkdir()
+    server, thread, requests = _serve(root, handler)
+    monkeypatch.setenv("SPACY_ELMO_MIRROR", f"http://127.0.0.1:{server.server_address[1]}/")
+    monkeypatch.setenv("SPACY_ELMO_CACHE", str(tmp_path / "cache"))
+    try:
+        yield root, requests
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+@pytest.fixture
+def cache(tmp_path) -> Path:
+    return tmp_path / "cache"
+
+
+def _files(folder: Path):
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")) if folder.exists() else []
+
+
+def test_download_then_cached(mirror, cache, fixture_model):
+    root, requests = mirror
+    options_src, weights_src = fixture_model
+    _publish(root, SMALL, options_src.read_bytes(), weights_src.read_bytes())
+
+    options_path, weights_path = resolve_model("small")
+    assert options_path == cache / SMALL / "options.json"
+    assert weights_path == cache / SMALL / "weights.hdf5"
+    assert options_path.read_bytes() == options_src.read_bytes()
+    assert weights_path.read_bytes() == weights_src.read_bytes()
+    assert sorted(requests) == sorted(
+        [f"/{SMALL}/{SMALL}_options.json", f"/{SMALL}/{SMALL}_weights.hdf5"]
+    )
+    assert _files(cache) == [SMALL, f"{SMALL}/options.json", f"{SMALL}/weights.hdf5"]
+
+    assert resolve_model("SMALL") == (options_path, weights_path)
+    assert len(requests) == 2  # the second call did not touch the server
+
+
+def test_only_missing_file_is_downloaded(mirror, cache, fixture_model):
+    root, requests = mirror
+    _publish(root, SMALL, fixture_model[0].read_bytes(), fixture_model[1].read_bytes())
+    resolve_model("small")
+    (cache / SMALL / "weights.hdf5").unlink()
+    requests.clear()
+    resolve_model("small")
+    assert requests == [f"/{SMALL}/{SMALL}_weights.hdf5"]
+
+
+def test_download_model_explicit_cache_dir(mirror, tmp_path, fixture_model):
+    root, _ = mirror
+    _publish(root, SMALL, fixture_model[0].read_bytes(), fixture_model[1].read_bytes())
+    folder = download_model("small", cache_dir=tmp_path / "elsewhere", progress=False)
+    assert folder == tmp_path / "elsewhere" / SMALL
+    assert (folder / "weights.hdf5").read_bytes() == fixture_model[1].read_bytes()
+
+
+def test_unknown_name_lists_published_models(mirror):
+    with pytest.raises(ElmoModelNotFoundError) as info:
+        resolve_model("large")
+    message = str(info.value)
+    for name in PUBLISHED_MODELS:
+        assert repr(name) in message
+    assert "directory" in message
+    with pytest.raises(ElmoModelNotFoundError, match="'small'"):
+        download_model("default")
+
+
+def test_http_404_names_url_and_leaves_nothing(mirror, cache):
+    root, requests = mirror
+    with pytest.raises(ElmoDownloadError) as info:
+        resolve_model("medium")
+    message = str(info.value)
+    assert model_urls("medium")[0] in message
+    assert "404" in message
+    assert str(cache / MEDIUM) in message
+    assert "by hand" in message
+    assert _files(cache) == []
+
+
+def test_truncated_weights_are_rejected_and_removed(mirror, cache, fixture_model):
+    root, _ = mirror
+    data = fixture_model[1].read_bytes()
+    _publish(root, SMALL, fixture_model[0].read_bytes(), data[: len(data) // 2])
+    with pytest.raises(ElmoDownloadError) as info:
+        resolve_model("small")
+    message = str(info.value)
+    assert model_urls("small")[1] in message
+    assert "not a readable HDF5 file" in message
+    assert _files(cache) == []
+
+
+@pytest.mark.parametrize("mirror", [_ShortBodyHandler], indirect=True)
+def test_connection_closed_early(mirror, cache, fixture_model):
+    root, _ = mirror
+    _publish(root, SMALL, fixture_model[0].read_bytes(), fixture_model[1].read_bytes())
+    with pytest.raises(ElmoDownloadError, match="ended after"):
+        resolve_model("small")
+    assert _files(cache) == []
+
+
+def test_mismatched_pair_is_rejected(mirror, cache, fixture_model):
+    root, _ = mirror
+    options = fixture_model[0].read_text().replace('"projection_dim": 16', '"projection_dim": 32')
+    _publish(root, SMALL, options.encode(), fixture_model[1].read_bytes())
+    with pytest.raises(ElmoDownloadError, match=r"'CNN_proj/W_proj' has shape \(124, 16\)"):
+        resolve_model("small")
+    assert _files(cache) == []
+
+
+def test_html_instead_of_options(mirror, cache, fixture_model):
+    root, _ = mirror
+    _publish(root, SMALL, b"<html>Access denied</html>", fixture_model[1].read_bytes())
+    with pytest.raises(ElmoDownloadError, match="_options.json is not readable JSON"):
+        resolve_model("small")
+    assert _files(cache) == []
+
+
+def test_unreachable_server(monkeypatch, cache):
+    monkeypatch.setenv("SPACY_ELMO_CACHE", str(cache))
+    with socket.socket() as probe:  # a port nothing listens on once the probe is closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("SPACY_ELMO_MIRROR", f"http://127.0.0.1:{port}")
+    with pytest.raises(ElmoDownloadError, match=f"127.0.0.1:{port}/{SMALL}"):
+        resolve_model("small")
+    assert _files(cache) == []
+
+
+def test_directory_resolves_to_its_files(tmp_path, fixture_model):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "options.json").write_bytes(fixture_model[0].read_bytes())
+    (folder / "weights.hdf5").write_bytes(fixture_model[1].read_bytes())
+    assert resolve_model(str(folder)) == (folder / "options.json", folder / "weights.hdf5")
+    assert resolve_model(folder) == (folder / "options.json", folder / "weights.hdf5")
+
+
+def test_directory_missing_weights(tmp_path, fixture_model):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "options.json").write_bytes(fixture_model[0].read_bytes())
+    (folder / "lm_weights.hdf5").write_bytes(b"")
+    with pytest.raises(ElmoModelNotFoundError) as info:
+        resolve_model(str(folder))
+    message = str(info.value)
+    assert str(folder) in message
+    assert "no weights.hdf5" in message
+    assert "lm_weights.hdf5" in message
+
+
+def test_file_instead_of_directory(fixture_model):
+    with pytest.raises(ElmoModelNotFoundError, match="is a file, not a model directory"):
+        resolve_model(str(fixture_model[0]))
+
+
+def test_cache_dir_defaults(monkeypatch, tmp_path):
+    monkeypatch.delenv("SPACY_ELMO_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_cache_dir() == tmp_path / "xdg" / "spacy_elmo"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert default_cache_dir() == Path.home() / ".cache" / "spacy_elmo"
+    monkeypatch.setenv("SPACY_ELMO_CACHE", str(tmp_path / "c"))
+    assert default_cache_dir() == tmp_path / "c"
+
+
+def test_canonical_urls(monkeypatch):
+    monkeypatch.delenv("SPACY_ELMO_MIRROR", raising=False)
+    stem = PUBLISHED_MODELS["original-5.5b"]
+    assert stem == "elmo_2x4096_512_2048cnn_2xhighway_5.5B"
+    assert model_urls("Original-5.5B") == (
+        f"{pretrained.DEFAULT_MIRROR}/{stem}/{stem}_options.json",
+        f"{pretrained.DEFAULT_MIRROR}/{stem}/{stem}_weights.hdf5",
+    )
+    assert pretrained.DEFAULT_MIRROR == "https://s3-us-west-2.amazonaws.com/allennlp/models/elmo"
