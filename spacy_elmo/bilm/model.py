@@ -110,30 +110,23 @@ class ElmoBiLM(nn.Module):
         """Forget the carried LSTM state (stateful mode): the next batch starts from zeros."""
         self._state = None
 
-    def train(self, mode: bool = True) -> "ElmoBiLM":
-        if mode:
-            self.token_cache.clear()
-        return super().train(mode)
-
     def _apply(self, fn, *args, **kwargs):
-        self.token_cache.clear()
         self._state = None
         return super()._apply(fn, *args, **kwargs)
-
-    def load_state_dict(self, *args, **kwargs):
-        self.token_cache.clear()
-        return super().load_state_dict(*args, **kwargs)
 
     # ------------------------------------------------------------------ forward
 
     def token_vectors(self, char_ids: torch.Tensor) -> torch.Tensor:
         """Context-insensitive vectors ``(U, P)`` of distinct tokens ``(U, C)``, cached when exact.
 
-        The cache is bypassed while gradients can reach the token encoder.
+        The cache is bypassed while gradients can reach the token encoder, and emptied
+        whenever its weights have changed since the entries were computed.
         """
-        trainable = torch.is_grad_enabled() and any(p.requires_grad for p in self.token_encoder.parameters())
-        if self.token_cache.size == 0 or self.training or trainable:
+        parameters = list(self.token_encoder.parameters())
+        trainable = torch.is_grad_enabled() and any(p.requires_grad for p in parameters)
+        if self.token_cache.size == 0 or trainable:
             return self.token_encoder(char_ids)
+        self.token_cache.validate(tuple((p.data_ptr(), p._version, p.dtype) for p in parameters))
         keys = [row.tobytes() for row in char_ids.to(torch.int16).cpu().numpy()]
         found, cached, missing = self.token_cache.lookup(keys)
         if not found:

@@ -6,7 +6,7 @@ one preallocated ``(size, P)`` table, so a lookup is a single gather.
 """
 
 from collections import OrderedDict
-from typing import List, Optional, Sequence, Tuple
+from typing import Hashable, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -20,6 +20,7 @@ class TokenCache:
         self.size = size
         self._slots: "OrderedDict[bytes, int]" = OrderedDict()
         self._table: Optional[torch.Tensor] = None
+        self._weights_version: Hashable = None
 
     def __len__(self) -> int:
         return len(self._slots)
@@ -28,6 +29,12 @@ class TokenCache:
         """Forget every entry and free the table (call whenever the weights change)."""
         self._slots.clear()
         self._table = None
+
+    def validate(self, weights_version: Hashable) -> None:
+        """Empty the cache if the weights it was filled with have changed since."""
+        if weights_version != self._weights_version:
+            self.clear()
+            self._weights_version = weights_version
 
     def lookup(self, keys: Sequence[bytes]) -> Tuple[List[int], Optional[torch.Tensor], List[int]]:
         """Positions of ``keys`` found, their vectors ``(n_found, P)``, and positions missing."""

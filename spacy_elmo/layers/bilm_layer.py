@@ -1,0 +1,215 @@
+"""Thinc layer around :class:`ElmoBiLM`: token sequences in, every biLM layer out.
+
+Sequences are sorted by length and cut into sub-batches of at most ``max_batch_tokens``
+padded slots, so memory stays bounded whatever the caller's batch is. The biLM is loaded
+lazily (on ``initialize`` or first use) from the files named in the layer's settings, or
+from serialized bytes, which hold the weights in the published HDF5 layout (no pickle).
+"""
+
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import srsly
+import torch
+from thinc.api import ArgsKwargs, Model, PyTorchGradScaler, PyTorchShim, get_torch_default_device, torch2xp
+from thinc.types import Floats3d
+
+from ..bilm.model import ElmoBiLM
+from ..bilm.options import ElmoOptions
+from ..bilm.pretrained import resolve_model
+from ..chars import index_batch
+from ..errors import ElmoOptionsError
+
+TokenSequences = List[List[str]]
+Backprop = Callable[[List[Floats3d]], List[Any]]
+
+
+class ElmoShim(PyTorchShim):
+    """A PyTorch shim whose biLM is loaded on first use and serialized as options + HDF5."""
+
+    def __init__(
+        self,
+        settings: Dict[str, Any],
+        mixed_precision: bool = False,
+        grad_scaler: Optional[PyTorchGradScaler] = None,
+    ) -> None:
+        super().__init__(
+            None,
+            config=settings,
+            mixed_precision=mixed_precision,
+            grad_scaler=grad_scaler,
+            serialize_model=_serialize_bilm,
+            deserialize_model=self._deserialize_bilm,
+        )
+
+    @property
+    def is_loaded(self) -> bool:
+        return self._model is not None
+
+    @property
+    def bilm(self) -> ElmoBiLM:
+        """The wrapped biLM, loaded from its files the first time it is needed."""
+        if self._model is None:
+            self._model = load_bilm(self.cfg).to(get_torch_default_device())
+            self._model.eval()
+        return self._model
+
+    @property
+    def device(self) -> torch.device:
+        return self.bilm.boundary_char_ids.device
+
+    def predict(self, inputs: ArgsKwargs) -> Any:
+        bilm = self.bilm
+        bilm.eval()
+        with torch.no_grad(), torch.autocast("cuda", enabled=self._mixed_precision):
+            return bilm(*inputs.args, **inputs.kwargs)
+
+    def begin_update(self, inputs: ArgsKwargs):
+        self.bilm.train()
+        return super().begin_update(inputs)
+
+    def finish_update(self, optimizer) -> None:
+        if self._model is not None:
+            super().finish_update(optimizer)
+            self._model.eval()
+
+    def use_params(self, params):
+        self.bilm
+        return super().use_params(params)
+
+    def to_device(self, device_type: str, device_id: int) -> None:
+        if self._model is not None:
+            super().to_device(device_type, device_id)
+
+    def to_bytes(self) -> bytes:
+        self.bilm
+        return super().to_bytes()
+
+    def _deserialize_bilm(self, current: Optional[ElmoBiLM], data: bytes, device: torch.device) -> ElmoBiLM:
+        kwargs = {"token_cache_size": self.cfg.get("token_cache_size", 0)}
+        return ElmoBiLM.from_bytes(srsly.msgpack_loads(data), **kwargs).to(device)
+
+
+def _serialize_bilm(bilm: ElmoBiLM) -> bytes:
+    return srsly.msgpack_dumps(bilm.to_bytes())
+
+
+def load_bilm(settings: Dict[str, Any]) -> ElmoBiLM:
+    """Load the biLM that ``settings`` names: ``weights`` is a published model name, a
+    directory with options.json + weights.hdf5, or a weights.hdf5 file; ``options`` is an
+    options.json file (needed only when ``weights`` is a file not next to one)."""
+    weights = settings.get("weights")
+    options = settings.get("options")
+    cache = settings.get("token_cache_size", 0)
+    if not weights:
+        raise ElmoOptionsError(
+            "No biLM given: set [components.elmo.model] weights to a published model name "
+            "('small', 'medium', 'original', 'original-5.5b'), a directory with options.json "
+            "and weights.hdf5, or a weights.hdf5 file."
+        )
+    weights_path = Path(weights)
+    if weights_path.suffix.lower() in (".hdf5", ".h5") or weights_path.is_file():
+        options_path = Path(options) if options else weights_path.with_name("options.json")
+        if not options and not options_path.is_file():
+            raise ElmoOptionsError(
+                f"No options file for {weights_path}: set [components.elmo.model] options to the "
+                f"options.json published with these weights (looked for {options_path})."
+            )
+        return ElmoBiLM.from_files(options_path, weights_path, token_cache_size=cache)
+    options_path, weights_path = resolve_model(str(weights))
+    if options:
+        options_path = Path(options)
+    return ElmoBiLM.from_files(options_path, weights_path, token_cache_size=cache)
+
+
+def ElmoBiLMLayer(
+    weights: str,
+    options: Optional[str] = None,
+    *,
+    token_cache_size: int = 10_000,
+    max_batch_tokens: int = 4096,
+    mixed_precision: bool = False,
+    grad_scaler: Optional[PyTorchGradScaler] = None,
+) -> Model[TokenSequences, List[Floats3d]]:
+    """Every biLM layer, ``(L+1, n_i, 2P)``, for each token sequence."""
+    if not isinstance(max_batch_tokens, int) or max_batch_tokens < 1:
+        raise ElmoOptionsError(f"max_batch_tokens must be a positive integer, got {max_batch_tokens!r}.")
+    if not isinstance(token_cache_size, int) or token_cache_size < 0:
+        raise ElmoOptionsError(f"token_cache_size must be an integer >= 0, got {token_cache_size!r}.")
+    settings = {"weights": str(weights) if weights else "", "options": str(options) if options else "", "token_cache_size": token_cache_size}
+    shim = ElmoShim(settings, mixed_precision=mixed_precision, grad_scaler=grad_scaler)
+    return Model(
+        "elmo-bilm",
+        forward,
+        init=init,
+        shims=[shim],
+        attrs={"max_batch_tokens": max_batch_tokens},
+        dims={"nO": None, "nL": None},
+    )
+
+
+def init(model: Model, X: Optional[TokenSequences] = None, Y: Optional[Any] = None) -> None:
+    bilm_options(model)
+
+
+def bilm_options(model: Model) -> ElmoOptions:
+    """Options of the wrapped biLM (loading it if needed); also fills the layer's dims."""
+    options = model.shims[0].bilm.options
+    if not model.has_dim("nO"):
+        model.set_dim("nO", options.output_dim)
+        model.set_dim("nL", options.n_output_layers)
+    return options
+
+
+def forward(model: Model, sequences: TokenSequences, is_train: bool) -> Tuple[List[Floats3d], Backprop]:
+    shim: ElmoShim = model.shims[0]
+    options = bilm_options(model)
+    outputs: List[Optional[Floats3d]] = [None] * len(sequences)
+    callbacks = []
+    for rows in _sub_batches(sequences, model.attrs["max_batch_tokens"]):
+        batch = [sequences[i] for i in rows]
+        char_ids, token_index, lengths, _ = index_batch(batch, options.max_characters_per_token)
+        device = shim.device
+        inputs = ArgsKwargs(
+            args=(
+                torch.from_numpy(char_ids).to(device),
+                torch.from_numpy(token_index).to(device),
+                torch.from_numpy(lengths).to(device),
+            ),
+            kwargs={},
+        )
+        if is_train:
+            layers, torch_backprop = shim.begin_update(inputs)
+            callbacks.append((rows, layers, torch_backprop))
+        else:
+            layers = shim.predict(inputs)
+        array = torch2xp(layers.detach().float())
+        for row, index in enumerate(rows):
+            outputs[index] = array[:, row, : len(sequences[index])]
+
+    def backprop(d_outputs: List[Floats3d]) -> List[Any]:
+        for rows, layers, torch_backprop in callbacks:
+            grad = torch.zeros_like(layers)
+            for row, index in enumerate(rows):
+                n = len(sequences[index])
+                if n:
+                    grad[:, row, :n] = torch.as_tensor(d_outputs[index], device=grad.device, dtype=grad.dtype)
+            torch_backprop(ArgsKwargs(args=(layers,), kwargs={"grad_tensors": (grad,)}))
+        return []
+
+    return outputs, backprop  # type: ignore[return-value]
+
+
+def _sub_batches(sequences: Sequence[Sequence[str]], max_batch_tokens: int) -> List[List[int]]:
+    """Indices grouped longest first so that rows × (longest + 2) stays within budget."""
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]), reverse=True)
+    batches: List[List[int]] = []
+    current: List[int] = []
+    for index in order:
+        if current and (len(current) + 1) * (len(sequences[current[0]]) + 2) > max_batch_tokens:
+            batches.append(current)
+            current = []
+        current.append(index)
+    if current:
+        batches.append(current)
+    return batches
