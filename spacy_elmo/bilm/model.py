@@ -1,6 +1,7 @@
 """The ELMo biLM as one PyTorch module, with loading, saving and a NumPy-level API."""
 
 import json
+import os
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -19,6 +20,15 @@ from .pretrained import resolve_model
 
 PathLike = Union[str, Path]
 DEFAULT_TOKEN_CACHE_SIZE = 10_000
+
+
+def _one_thread_in_forked_child() -> None:
+    # OpenMP's thread pool does not survive fork(): a child that inherits a used pool hangs
+    # in its first parallel op (e.g. nlp.pipe(n_process=2) after the parent ran the biLM).
+    torch.set_num_threads(1)
+
+
+os.register_at_fork(after_in_child=_one_thread_in_forked_child)
 
 
 class ElmoBiLM(nn.Module):

@@ -1,0 +1,136 @@
+"""The ``elmo`` pipeline component: runs the biLM and stores its layers on each Doc."""
+
+from typing import Callable, Iterable, List, Optional, Sequence
+
+import numpy as np
+from spacy.language import Language
+from spacy.pipeline import TrainablePipe
+from spacy.tokens import Doc
+from spacy.training import Example
+from spacy.vocab import Vocab
+from thinc.api import Config, Model, Optimizer
+from thinc.types import Floats3d
+
+from ..errors import ElmoOptionsError
+from .hooks import install_vector_hooks
+
+DEFAULT_ELMO_MODEL_CONFIG = """
+[model]
+@architectures = "spacy-elmo.ElmoBiLM.v1"
+weights = "small"
+options = null
+token_cache_size = 10000
+max_batch_tokens = 4096
+max_piece_length = 256
+mixed_precision = false
+"""
+DEFAULT_ELMO_MODEL = Config().from_str(DEFAULT_ELMO_MODEL_CONFIG)["model"]
+
+if not Doc.has_extension("elmo_layers"):
+    Doc.set_extension("elmo_layers", default=None)
+
+
+@Language.factory(
+    "elmo",
+    default_config={
+        "model": DEFAULT_ELMO_MODEL,
+        "layer_weights": None,
+        "gamma": 1.0,
+        "vector_hooks": True,
+    },
+)
+def make_elmo(
+    nlp: Language,
+    name: str,
+    model: Model[List[Doc], List[Floats3d]],
+    layer_weights: Optional[List[float]],
+    gamma: float,
+    vector_hooks: bool,
+) -> "ElmoComponent":
+    return ElmoComponent(nlp.vocab, model, name, layer_weights=layer_weights, gamma=gamma, vector_hooks=vector_hooks)
+
+
+class ElmoComponent(TrainablePipe):
+    """Stores every biLM layer in ``doc._.elmo_layers`` ``(L+1, n, 2P)`` and their mix in
+    ``doc.tensor`` ``(n, 2P)``: ``gamma · Σ_j softmax(layer_weights)_j · layer_j``
+    (uniform weights by default); ``token``/``span``/``doc`` vectors read ``doc.tensor``.
+    """
+
+    def __init__(
+        self,
+        vocab: Vocab,
+        model: Model[List[Doc], List[Floats3d]],
+        name: str = "elmo",
+        *,
+        layer_weights: Optional[Sequence[float]] = None,
+        gamma: float = 1.0,
+        vector_hooks: bool = True,
+    ) -> None:
+        if layer_weights is not None and (
+            not isinstance(layer_weights, (list, tuple))
+            or not all(isinstance(w, (int, float)) and np.isfinite(w) for w in layer_weights)
+        ):
+            raise ElmoOptionsError(
+                f"[components.{name}] layer_weights must be null or a list of numbers (one per "
+                f"biLM layer, before softmax), got {layer_weights!r}."
+            )
+        if not isinstance(gamma, (int, float)) or not np.isfinite(gamma):
+            raise ElmoOptionsError(f"[components.{name}] gamma must be a finite number, got {gamma!r}.")
+        self.vocab = vocab
+        self.model = model
+        self.name = name
+        self.cfg = {"layer_weights": list(layer_weights) if layer_weights is not None else None, "gamma": float(gamma), "vector_hooks": vector_hooks}
+
+    def initialize(self, get_examples: Optional[Callable[[], Iterable[Example]]] = None, *, nlp: Optional[Language] = None) -> None:
+        """Load the biLM (from its files, or a download for a published name)."""
+        self.model.initialize()
+
+    def predict(self, docs: Iterable[Doc]) -> List[Floats3d]:
+        docs = list(docs)
+        if not docs:
+            return []
+        return self.model.predict(docs)
+
+    def set_annotations(self, docs: Iterable[Doc], layers: Sequence[Floats3d]) -> None:
+        mix = self.mix_weights(self.model.get_dim("nL")) if layers else None
+        for doc, doc_layers in zip(docs, layers):
+            doc_layers = self.model.ops.to_numpy(doc_layers).astype(np.float32, copy=False)
+            doc._.elmo_layers = doc_layers
+            doc.tensor = np.ascontiguousarray(np.tensordot(mix, doc_layers, axes=1), dtype=np.float32)
+            if self.cfg["vector_hooks"]:
+                install_vector_hooks(doc)
+
+    def mix_weights(self, n_layers: int) -> np.ndarray:
+        """``gamma · softmax(layer_weights)``, the coefficients of ``doc.tensor``."""
+        weights = self.cfg["layer_weights"]
+        if weights is None:
+            logits = np.zeros((n_layers,), dtype=np.float64)
+        elif len(weights) != n_layers:
+            raise ElmoOptionsError(
+                f"[components.{self.name}] layer_weights has {len(weights)} values but the biLM has "
+                f"{n_layers} layers (the token layer and {n_layers - 1} LSTM layers): give one per layer."
+            )
+        else:
+            logits = np.asarray(weights, dtype=np.float64)
+        coefficients = np.exp(logits - logits.max())
+        return (self.cfg["gamma"] * coefficients / coefficients.sum()).astype(np.float32)
+
+    def update(
+        self,
+        examples: Iterable[Example],
+        *,
+        drop: float = 0.0,
+        sgd: Optional[Optimizer] = None,
+        losses: Optional[dict] = None,
+    ) -> dict:
+        """The biLM has no loss of its own; with no listeners an update changes nothing."""
+        if losses is None:
+            losses = {}
+        losses.setdefault(self.name, 0.0)
+        return losses
+
+    def get_loss(self, examples, scores):
+        return 0.0, None
+
+    def add_label(self, label: str) -> int:
+        raise NotImplementedError(f"The '{self.name}' component has no labels.")
