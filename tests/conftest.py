@@ -39,3 +39,25 @@ def fixture_model(shared: Path) -> Tuple[Path, Path]:
         if not path.is_file():
             _unavailable(f"fixture file not found: {path}")
     return options_path, weights_path
+
+
+@pytest.fixture(scope="session")
+def fixture_sentences(shared: Path):
+    """The fixture's 3 streams of 10 whitespace-tokenised sentences."""
+    import json
+
+    streams = json.loads((shared / "fixtures" / "allennlp_elmo" / "sentences.json").read_text(encoding="utf-8"))
+    return [[sentence.split() for sentence in stream] for stream in streams]
+
+
+@pytest.fixture()
+def model_dir(fixture_model, tmp_path: Path) -> Path:
+    """A private copy of the fixture model as a directory (options.json + weights.hdf5)."""
+    import shutil
+
+    options_path, weights_path = fixture_model
+    folder = tmp_path / "fixture-model"
+    folder.mkdir()
+    shutil.copy(options_path, folder / "options.json")
+    shutil.copy(weights_path, folder / "weights.hdf5")
+    return folder

@@ -1,0 +1,186 @@
+"""The biLM against AllenNLP's fixtures (reference §2–5), and its save/load round trip."""
+
+import importlib.util
+import json
+import random
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from spacy_elmo import ElmoBiLM, ElmoOptions
+from spacy_elmo.bilm.weights_io import read_weights
+from spacy_elmo.chars import encode_tokens
+
+TIGHT = dict(atol=1e-6, rtol=1e-5)
+
+
+def _expected_stateless(shared, name):
+    with h5py.File(shared / "fixtures" / name / "stateless_layers.hdf5", "r") as f:
+        return {(s, i): f[f"stream{s}/sentence{i}"][...] for s in range(3) for i in range(10)}
+
+
+def _assert_layers(actual, expected, **tolerance):
+    assert actual.shape == expected.shape
+    assert np.allclose(actual, expected, **tolerance), f"max |Δ| = {np.abs(actual - expected).max()}"
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 7, 30])
+def test_stateless_layers_match_fixture_in_any_batch_composition(shared, fixture_model, fixture_sentences, batch_size):
+    expected = _expected_stateless(shared, "allennlp_elmo")
+    keys = list(expected)
+    random.Random(batch_size).shuffle(keys)
+    bilm = ElmoBiLM.from_files(*fixture_model, token_cache_size=50 if batch_size == 7 else 0)
+    outputs = bilm.embed_sentences([fixture_sentences[s][i] for s, i in keys], batch_size=batch_size)
+    for key, output in zip(keys, outputs):
+        _assert_layers(output, expected[key], **TIGHT)
+
+
+def test_token_cache_changes_nothing(fixture_model, fixture_sentences):
+    sentences = [s for stream in fixture_sentences for s in stream]
+    plain = ElmoBiLM.from_files(*fixture_model, token_cache_size=0).embed_sentences(sentences, batch_size=4)
+    cached = ElmoBiLM.from_files(*fixture_model, token_cache_size=64)
+    for _ in range(2):
+        for a, b in zip(plain, cached.embed_sentences(sentences, batch_size=4)):
+            np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-5)
+    assert len(cached.token_cache) == 64
+
+
+def test_clip_stress_fixture(shared, fixture_sentences):
+    folder = shared / "fixtures" / "clip_stress"
+    expected = _expected_stateless(shared, "clip_stress")
+    bilm = ElmoBiLM.from_files(folder / "options.json", folder / "weights.hdf5")
+    keys = list(expected)
+    outputs = bilm.embed_sentences([fixture_sentences[s][i] for s, i in keys], batch_size=5)
+    for key, output in zip(keys, outputs):
+        _assert_layers(output, expected[key], atol=1e-5, rtol=1e-4)
+
+
+def test_upstream_stateful_protocol(shared, fixture_model, fixture_sentences):
+    bilm = ElmoBiLM.from_files(*fixture_model, stateful=True)
+    files = [h5py.File(shared / "fixtures" / "allennlp_elmo" / f"lm_embeddings_{k}.hdf5", "r") for k in range(3)]
+    try:
+        for i in range(10):
+            batch = [fixture_sentences[k][i] for k in range(3)]
+            outputs = bilm.embed_sentences(batch)
+            for k in range(3):
+                assert outputs[k].shape[1] == len(batch[k])
+                forward, backward = files[k][str(i)][...]
+                _assert_layers(outputs[k][2], np.concatenate([forward, backward], axis=-1), **TIGHT)
+    finally:
+        for f in files:
+            f.close()
+
+
+def test_stateful_depends_on_history_and_reset_restores_fresh_state(fixture_model, fixture_sentences):
+    bilm = ElmoBiLM.from_files(*fixture_model, stateful=True)
+    batch = [fixture_sentences[k][0] for k in range(3)]
+    first = bilm.embed_sentences(batch)
+    second = bilm.embed_sentences(batch)
+    assert np.abs(first[0][2] - second[0][2]).max() > 1e-2
+    bilm.reset_states()
+    again = bilm.embed_sentences(batch)
+    np.testing.assert_array_equal(first[0], again[0])
+
+
+def test_stateful_smaller_batch_keeps_other_slots(fixture_model, fixture_sentences):
+    """Reference §4: slots beyond a smaller batch keep their state."""
+    a, b = ElmoBiLM.from_files(*fixture_model, stateful=True), ElmoBiLM.from_files(*fixture_model, stateful=True)
+    s = fixture_sentences
+    a.embed_sentences([s[0][0], s[1][0], s[2][0]])
+    a.embed_sentences([s[0][1]])
+    b.embed_sentences([s[0][0], s[1][0], s[2][0]])
+    b.embed_sentences([s[0][1], s[1][1]])
+    out_a = a.embed_sentences([s[0][2], s[1][2], s[2][2]])
+    out_b = b.embed_sentences([s[0][2], s[1][2], s[2][2]])
+    np.testing.assert_array_equal(out_a[2], out_b[2])  # slot 2 untouched in both histories
+    assert np.abs(out_a[1] - out_b[1]).max() > 1e-3
+
+
+def test_token_layer_matches_fixture(shared, fixture_model):
+    folder = shared / "fixtures" / "allennlp_elmo"
+    vocab = (folder / "vocab_test.txt").read_text(encoding="utf-8").split("\n")
+    with h5py.File(folder / "elmo_token_embeddings.hdf5", "r") as f:
+        expected = f["embedding"][...]
+    bilm = ElmoBiLM.from_files(*fixture_model)
+    with torch.no_grad():
+        actual = bilm.token_encoder(torch.from_numpy(encode_tokens(vocab))).numpy()
+    _assert_layers(actual[: len(expected)], expected, **TIGHT)
+    layers = bilm.embed_sentences([vocab[:50]])[0]
+    _assert_layers(layers[0, :, :16], expected[:50], **TIGHT)
+    np.testing.assert_array_equal(layers[0, :, :16], layers[0, :, 16:])
+
+
+def test_padded_slots_are_zero_and_empty_sentences_work(fixture_model):
+    bilm = ElmoBiLM.from_files(*fixture_model)
+    with torch.no_grad():
+        layers, lengths = bilm.embed_batch([["a", "b", "c"], [], ["d"]])
+    assert layers.shape == (3, 3, 3, 32)
+    assert (layers[:, 1] == 0).all() and (layers[:, 2, 1:] == 0).all()
+    outputs = bilm.embed_sentences([[], ["x"], []])
+    assert [o.shape for o in outputs] == [(3, 0, 32), (3, 1, 32), (3, 0, 32)]
+    assert bilm.embed_sentences([]) == []
+
+
+def test_save_load_round_trip_is_bit_identical(fixture_model, fixture_sentences, tmp_path):
+    bilm = ElmoBiLM.from_files(*fixture_model)
+    bilm.save(tmp_path / "copy")
+    original = read_weights(fixture_model[1], bilm.options)
+    saved = read_weights(tmp_path / "copy" / "weights.hdf5", bilm.options)
+    assert original.keys() == saved.keys()
+    for name in original:
+        np.testing.assert_array_equal(original[name], saved[name], err_msg=name)
+    assert json.loads((tmp_path / "copy" / "options.json").read_text()) == json.loads(fixture_model[0].read_text())
+    reloaded = ElmoBiLM.from_pretrained(tmp_path / "copy")
+    sentences = fixture_sentences[0]
+    for a, b in zip(bilm.embed_sentences(sentences), reloaded.embed_sentences(sentences)):
+        np.testing.assert_array_equal(a, b)
+    from_bytes = ElmoBiLM.from_bytes(bilm.to_bytes())
+    np.testing.assert_array_equal(from_bytes.embed_sentences(sentences[:1])[0], bilm.embed_sentences(sentences[:1])[0])
+
+
+def _load_comparator(shared):
+    spec = importlib.util.spec_from_file_location("naive_elmo", shared / "bench" / "naive_elmo.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_without_skip_connections_matches_independent_comparator(shared, fixture_model, fixture_sentences, tmp_path):
+    """``use_skip_connections: false`` (bilm-tf's own test setting) against the spec-level comparator."""
+    options = json.loads(fixture_model[0].read_text())
+    options["lstm"]["use_skip_connections"] = False
+    (tmp_path / "options.json").write_text(json.dumps(options))
+    naive = _load_comparator(shared)
+    reference = naive.load(tmp_path / "options.json", fixture_model[1])
+    bilm = ElmoBiLM.from_files(tmp_path / "options.json", fixture_model[1])
+    with_skip = ElmoBiLM.from_files(*fixture_model)
+    sentences = fixture_sentences[1]
+    with torch.no_grad():
+        expected = naive.embed_batch(reference, sentences)
+    actual = bilm.embed_sentences(sentences)
+    for a, e, s in zip(actual, expected, with_skip.embed_sentences(sentences)):
+        _assert_layers(a, e, atol=1e-5, rtol=1e-4)
+        assert np.abs(a[2] - s[2]).max() > 0.1
+
+
+def test_gradients_reach_every_parameter(fixture_model):
+    bilm = ElmoBiLM.from_files(*fixture_model).train()
+    layers, _ = bilm.embed_batch([["The", "cat", "sat"], ["A", "dog"]])
+    layers.sum().backward()
+    missing = [name for name, p in bilm.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert missing == []
+
+
+def test_options_validation_names_field(tmp_path):
+    from spacy_elmo import ElmoOptionsError
+
+    with pytest.raises(ElmoOptionsError, match="lstm.projection_dim"):
+        ElmoOptions.from_dict({"lstm": {"dim": 4, "projection_dim": 0, "n_layers": 1}, "char_cnn": {"embedding": {"dim": 2}, "filters": [[1, 2]]}})
+    with pytest.raises(ElmoOptionsError, match="char_cnn.activation"):
+        ElmoOptions.from_dict(
+            {"lstm": {"dim": 4, "projection_dim": 2, "n_layers": 1}, "char_cnn": {"embedding": {"dim": 2}, "filters": [[1, 2]], "activation": "gelu"}}
+        )
+    with pytest.raises(ElmoOptionsError, match="not found"):
+        ElmoOptions.from_file(tmp_path / "missing.json")
