@@ -19,6 +19,7 @@ from ..bilm.options import ElmoOptions
 from ..bilm.pretrained import resolve_model
 from ..chars import index_batch
 from ..errors import ElmoOptionsError
+from .layer_cache import LayerCache
 
 TokenSequences = List[List[str]]
 Backprop = Callable[[List[Floats3d]], List[Any]]
@@ -128,14 +129,22 @@ def ElmoBiLMLayer(
     *,
     token_cache_size: int = 10_000,
     max_batch_tokens: int = 4096,
+    layer_cache_mb: int = 0,
     mixed_precision: bool = False,
     grad_scaler: Optional[PyTorchGradScaler] = None,
 ) -> Model[TokenSequences, List[Floats3d]]:
-    """Every biLM layer, ``(L+1, n_i, 2P)``, for each token sequence."""
+    """Every biLM layer, ``(L+1, n_i, 2P)``, for each token sequence.
+
+    The layer's ``frozen`` attribute (False here; the ``elmo`` component sets it) makes
+    training runs use the biLM without gradients; a frozen layer also keeps up to
+    ``layer_cache_mb`` MiB of computed layers per token sequence and reuses them exactly.
+    """
     if not isinstance(max_batch_tokens, int) or max_batch_tokens < 1:
         raise ElmoOptionsError(f"max_batch_tokens must be a positive integer, got {max_batch_tokens!r}.")
     if not isinstance(token_cache_size, int) or token_cache_size < 0:
         raise ElmoOptionsError(f"token_cache_size must be an integer >= 0, got {token_cache_size!r}.")
+    if not isinstance(layer_cache_mb, int) or layer_cache_mb < 0:
+        raise ElmoOptionsError(f"layer_cache_mb must be an integer >= 0, got {layer_cache_mb!r}.")
     settings = {"weights": str(weights) if weights else "", "options": str(options) if options else "", "token_cache_size": token_cache_size}
     shim = ElmoShim(settings, mixed_precision=mixed_precision, grad_scaler=grad_scaler)
     return Model(
@@ -143,7 +152,7 @@ def ElmoBiLMLayer(
         forward,
         init=init,
         shims=[shim],
-        attrs={"max_batch_tokens": max_batch_tokens},
+        attrs={"max_batch_tokens": max_batch_tokens, "layer_cache_mb": layer_cache_mb, "frozen": False},
         dims={"nO": None, "nL": None},
     )
 
@@ -162,6 +171,36 @@ def bilm_options(model: Model) -> ElmoOptions:
 
 
 def forward(model: Model, sequences: TokenSequences, is_train: bool) -> Tuple[List[Floats3d], Backprop]:
+    if model.attrs["frozen"]:
+        return _frozen_forward(model, sequences), lambda d_outputs: []
+    return _run(model, sequences, is_train)
+
+
+def layer_cache(model: Model) -> LayerCache:
+    """The frozen layer's cache of layers per token sequence (lives with the shim, never saved)."""
+    shim: ElmoShim = model.shims[0]
+    size = model.attrs["layer_cache_mb"] * 2**20
+    if getattr(shim, "layer_cache", None) is None or shim.layer_cache.max_bytes != size:
+        shim.layer_cache = LayerCache(size)
+    return shim.layer_cache
+
+
+def _frozen_forward(model: Model, sequences: TokenSequences) -> List[Floats3d]:
+    cache = layer_cache(model)
+    if cache.max_bytes == 0:
+        return _run(model, sequences, False)[0]
+    keys = [tuple(sequence) for sequence in sequences]
+    outputs = [cache.get(key) for key in keys]
+    missing = [i for i, found in enumerate(outputs) if found is None]
+    if missing:
+        computed, _ = _run(model, [sequences[i] for i in missing], False)
+        for i, layers in zip(missing, computed):
+            cache.put(keys[i], layers)
+            outputs[i] = layers
+    return outputs  # type: ignore[return-value]
+
+
+def _run(model: Model, sequences: TokenSequences, is_train: bool) -> Tuple[List[Floats3d], Backprop]:
     shim: ElmoShim = model.shims[0]
     options = bilm_options(model)
     outputs: List[Optional[Floats3d]] = [None] * len(sequences)

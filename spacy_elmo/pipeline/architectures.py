@@ -4,10 +4,11 @@ from typing import Any, Dict, List, Optional
 
 from spacy.tokens import Doc
 from spacy.util import registry
-from thinc.api import Model, PyTorchGradScaler
-from thinc.types import Floats3d
+from thinc.api import Model, PyTorchGradScaler, chain
+from thinc.types import Floats2d, Floats3d
 
 from ..layers.bilm_layer import ElmoBiLMLayer
+from ..layers.scalar_mix import ScalarMix
 from .doc_pieces import with_doc_pieces
 
 
@@ -18,6 +19,7 @@ def ElmoBiLM_v1(
     token_cache_size: int = 10_000,
     max_batch_tokens: int = 4096,
     max_piece_length: int = 256,
+    layer_cache_mb: int = 1024,
     mixed_precision: bool = False,
     grad_scaler_config: Optional[Dict[str, Any]] = None,
 ) -> Model[List[Doc], List[Floats3d]]:
@@ -29,6 +31,8 @@ def ElmoBiLM_v1(
     token_cache_size: distinct tokens whose context-free vectors are kept between batches.
     max_batch_tokens: bound on padded token slots the biLM runs at once.
     max_piece_length: docs with more tokens are read in sentences or windows of this size.
+    layer_cache_mb: while the component is frozen, MiB of computed layers kept per token
+        sequence so that later epochs skip the biLM (0 turns it off).
     """
     scaler = PyTorchGradScaler(**(grad_scaler_config or {"enabled": mixed_precision}))
     bilm = ElmoBiLMLayer(
@@ -36,7 +40,29 @@ def ElmoBiLM_v1(
         options,
         token_cache_size=token_cache_size,
         max_batch_tokens=max_batch_tokens,
+        layer_cache_mb=layer_cache_mb,
         mixed_precision=mixed_precision,
         grad_scaler=scaler,
     )
-    return with_doc_pieces(bilm, max_piece_length)
+    model = with_doc_pieces(bilm, max_piece_length)
+    model.attrs["replace_listener_cfg"] = replace_listener_cfg
+    return model
+
+
+@registry.architectures("spacy-elmo.ElmoMix.v1")
+def ElmoMix_v1(elmo: Model[List[Doc], List[Floats3d]], l2_penalty: float = 0.0, dropout: float = 0.0) -> Model[List[Doc], List[Floats2d]]:
+    """A biLM owned by the downstream component, mixed by its scalar mix: what an
+    ``ElmoListener.v1`` becomes after ``nlp.replace_listeners``."""
+    return chain(elmo, ScalarMix(l2_penalty=l2_penalty, dropout=dropout))
+
+
+def replace_listener_cfg(elmo_cfg: Dict[str, Any], listener_cfg: Dict[str, Any]) -> Dict[str, Any]:
+    """Config of a replaced listener: the upstream biLM inline, the task's mix settings kept."""
+    if "ElmoListener" not in listener_cfg.get("@architectures", ""):
+        listener_cfg = listener_cfg.get("elmo", {})
+    return {
+        "@architectures": "spacy-elmo.ElmoMix.v1",
+        "elmo": elmo_cfg,
+        "l2_penalty": listener_cfg.get("l2_penalty", 0.0),
+        "dropout": listener_cfg.get("dropout", 0.0),
+    }

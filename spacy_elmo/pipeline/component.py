@@ -1,6 +1,6 @@
 """The ``elmo`` pipeline component: runs the biLM and stores its layers on each Doc."""
 
-from typing import Callable, Iterable, List, Optional, Sequence
+from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 from spacy.language import Language
@@ -8,11 +8,12 @@ from spacy.pipeline import TrainablePipe
 from spacy.tokens import Doc
 from spacy.training import Example
 from spacy.vocab import Vocab
-from thinc.api import Config, Model, Optimizer
+from thinc.api import Config, Model, Optimizer, set_dropout_rate
 from thinc.types import Floats3d
 
 from ..errors import ElmoOptionsError
 from .hooks import install_vector_hooks
+from .listener import ElmoListener
 
 DEFAULT_ELMO_MODEL_CONFIG = """
 [model]
@@ -22,6 +23,7 @@ options = null
 token_cache_size = 10000
 max_batch_tokens = 4096
 max_piece_length = 256
+layer_cache_mb = 1024
 mixed_precision = false
 """
 DEFAULT_ELMO_MODEL = Config().from_str(DEFAULT_ELMO_MODEL_CONFIG)["model"]
@@ -37,6 +39,7 @@ if not Doc.has_extension("elmo_layers"):
         "layer_weights": None,
         "gamma": 1.0,
         "vector_hooks": True,
+        "frozen": True,
     },
 )
 def make_elmo(
@@ -46,14 +49,22 @@ def make_elmo(
     layer_weights: Optional[List[float]],
     gamma: float,
     vector_hooks: bool,
+    frozen: bool,
 ) -> "ElmoComponent":
-    return ElmoComponent(nlp.vocab, model, name, layer_weights=layer_weights, gamma=gamma, vector_hooks=vector_hooks)
+    return ElmoComponent(
+        nlp.vocab, model, name, layer_weights=layer_weights, gamma=gamma, vector_hooks=vector_hooks, frozen=frozen
+    )
 
 
 class ElmoComponent(TrainablePipe):
     """Stores every biLM layer in ``doc._.elmo_layers`` ``(L+1, n, 2P)`` and their mix in
     ``doc.tensor`` ``(n, 2P)``: ``gamma · Σ_j softmax(layer_weights)_j · layer_j``
     (uniform weights by default); ``token``/``span``/``doc`` vectors read ``doc.tensor``.
+
+    Downstream components read the layers through ``spacy-elmo.ElmoListener.v1``: during
+    ``update`` the biLM runs once per batch and every listener gets its outputs. Frozen
+    (the default), the biLM's weights never change and its layers are cached per
+    sentence; with ``frozen = false`` the listeners' gradients fine-tune it.
     """
 
     def __init__(
@@ -65,6 +76,7 @@ class ElmoComponent(TrainablePipe):
         layer_weights: Optional[Sequence[float]] = None,
         gamma: float = 1.0,
         vector_hooks: bool = True,
+        frozen: bool = True,
     ) -> None:
         if layer_weights is not None and (
             not isinstance(layer_weights, (list, tuple))
@@ -79,11 +91,61 @@ class ElmoComponent(TrainablePipe):
         self.vocab = vocab
         self.model = model
         self.name = name
-        self.cfg = {"layer_weights": list(layer_weights) if layer_weights is not None else None, "gamma": float(gamma), "vector_hooks": vector_hooks}
+        self.cfg = {
+            "layer_weights": list(layer_weights) if layer_weights is not None else None,
+            "gamma": float(gamma),
+            "vector_hooks": vector_hooks,
+            "frozen": frozen,
+        }
+        self.listener_map: Dict[str, List[ElmoListener]] = {}
+        self._set_frozen(frozen)
+
+    def _set_frozen(self, frozen: bool) -> None:
+        for node in self.model.walk():
+            if node.name == "elmo-bilm":
+                node.attrs["frozen"] = frozen
+
+    @property
+    def listeners(self) -> List[ElmoListener]:
+        return [listener for listeners in self.listener_map.values() for listener in listeners]
+
+    @property
+    def listening_components(self) -> List[str]:
+        return list(self.listener_map)
+
+    def add_listener(self, listener: ElmoListener, component_name: str) -> None:
+        self.listener_map.setdefault(component_name, [])
+        if listener not in self.listener_map[component_name]:
+            self.listener_map[component_name].append(listener)
+        self._share_dims(listener)
+
+    def remove_listener(self, listener: ElmoListener, component_name: str) -> bool:
+        if listener in self.listener_map.get(component_name, []):
+            self.listener_map[component_name].remove(listener)
+            if not self.listener_map[component_name]:
+                del self.listener_map[component_name]
+            return True
+        return False
+
+    def find_listeners(self, component) -> None:
+        """Register every ``ElmoListener`` in ``component``'s model that listens to us."""
+        model = getattr(component, "model", None)
+        if not isinstance(model, Model):
+            return
+        for node in model.walk():
+            if isinstance(node, ElmoListener) and node.upstream_name in ("*", self.name):
+                self.add_listener(node, component.name)
+
+    def _share_dims(self, listener: ElmoListener) -> None:
+        if self.model.has_dim("nO") and not listener.has_dim("nO"):
+            listener.set_dim("nO", self.model.get_dim("nO"))
+            listener.set_dim("nL", self.model.get_dim("nL"))
 
     def initialize(self, get_examples: Optional[Callable[[], Iterable[Example]]] = None, *, nlp: Optional[Language] = None) -> None:
         """Load the biLM (from its files, or a download for a published name)."""
         self.model.initialize()
+        for listener in self.listeners:
+            self._share_dims(listener)
 
     def predict(self, docs: Iterable[Doc]) -> List[Floats3d]:
         docs = list(docs)
@@ -123,11 +185,45 @@ class ElmoComponent(TrainablePipe):
         sgd: Optional[Optimizer] = None,
         losses: Optional[dict] = None,
     ) -> dict:
-        """The biLM has no loss of its own; with no listeners an update changes nothing."""
+        """Run the biLM once for the batch and hand its layers to every listener.
+
+        The listeners' gradients are summed; the biLM's backward pass runs once, after the
+        last listener, and only when the component is not frozen. The loss reported is the
+        squared norm of those gradients, as spaCy's own tok2vec does.
+        """
         if losses is None:
             losses = {}
         losses.setdefault(self.name, 0.0)
+        docs = [eg.predicted for eg in examples]
+        if not docs or not self.listeners:
+            return losses
+        set_dropout_rate(self.model, drop)
+        outputs, backprop = self.model.begin_update(docs)
+        d_outputs = [self.model.ops.alloc3f(*layers.shape) for layers in outputs]
+
+        def accumulate_gradient(one_d_outputs: List[Floats3d]) -> List[Doc]:
+            for total, d in zip(d_outputs, one_d_outputs):
+                total += d
+                losses[self.name] += float((d**2).sum())
+            return []
+
+        def backprop_once(one_d_outputs: List[Floats3d]) -> List[Doc]:
+            accumulate_gradient(one_d_outputs)
+            if not self.cfg["frozen"]:
+                backprop(d_outputs)
+                if sgd is not None:
+                    self.finish_update(sgd)
+            return []
+
+        batch_id = ElmoListener.get_batch_id(docs)
+        for listener in self.listeners[:-1]:
+            listener.receive(batch_id, outputs, accumulate_gradient)
+        self.listeners[-1].receive(batch_id, outputs, backprop_once)
         return losses
+
+    def finish_update(self, sgd: Optimizer) -> None:
+        if not self.cfg["frozen"]:
+            self.model.finish_update(sgd)
 
     def get_loss(self, examples, scores):
         return 0.0, None

@@ -1,0 +1,49 @@
+"""A memory-bounded LRU cache of a frozen biLM's layers per token sequence.
+
+A frozen, stateless biLM gives the same layers for the same tokens every time, so a
+training run that sees the same sentences every epoch can skip the biLM after the first.
+"""
+
+from collections import OrderedDict
+from typing import Hashable, Optional
+
+from thinc.types import Floats3d
+
+
+class LayerCache:
+    """Token sequence → its ``(L+1, n, 2P)`` layers, holding at most ``max_bytes`` of arrays."""
+
+    def __init__(self, max_bytes: int) -> None:
+        if max_bytes < 0:
+            raise ValueError(f"layer cache size must be >= 0, got {max_bytes}.")
+        self.max_bytes = max_bytes
+        self.n_bytes = 0
+        self.hits = 0
+        self.misses = 0
+        self._entries: "OrderedDict[Hashable, Floats3d]" = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: Hashable) -> Optional[Floats3d]:
+        layers = self._entries.get(key)
+        if layers is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+            self._entries.move_to_end(key)
+        return layers
+
+    def put(self, key: Hashable, layers: Floats3d) -> None:
+        size = layers.nbytes
+        if size > self.max_bytes or key in self._entries:
+            return
+        self._entries[key] = layers.copy()
+        self.n_bytes += size
+        while self.n_bytes > self.max_bytes:
+            _, evicted = self._entries.popitem(last=False)
+            self.n_bytes -= evicted.nbytes
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self.n_bytes = 0

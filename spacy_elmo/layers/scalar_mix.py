@@ -1,0 +1,75 @@
+"""A task's own mix of the biLM layers: ``γ · Σ_j softmax(w)_j · layer_j`` (Peters et al. 2018, §3.2).
+
+``w`` starts at 0 (uniform weights) and ``γ`` at 1. An optional L2 penalty ``λ Σ w²`` (the
+paper used λ = 0.001) is added as its gradient, ``2λw``, since Thinc layers have no loss
+of their own; optional dropout applies to the mixed vectors.
+"""
+
+from typing import Callable, List, Optional, Tuple
+
+from thinc.api import Model
+from thinc.types import Floats1d, Floats2d, Floats3d
+
+
+def ScalarMix(n_layers: Optional[int] = None, l2_penalty: float = 0.0, dropout: float = 0.0) -> Model[List[Floats3d], List[Floats2d]]:
+    """Mix ``(L+1, n, width)`` layer stacks into ``(n, width)`` with learned weights."""
+    if l2_penalty < 0:
+        raise ValueError(f"l2_penalty must be >= 0, got {l2_penalty!r}.")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout!r}.")
+    return Model(
+        "elmo-scalar-mix",
+        forward,
+        init=init,
+        dims={"nL": n_layers},
+        params={"weights": None, "gamma": None},
+        attrs={"l2_penalty": l2_penalty, "dropout_rate": dropout},
+    )
+
+
+def init(model: Model, X=None, Y=None) -> None:
+    if not model.has_dim("nL") and X:
+        model.set_dim("nL", X[0].shape[0])
+    if not model.has_param("weights"):
+        model.set_param("weights", model.ops.alloc1f(model.get_dim("nL")))
+        gamma = model.ops.alloc1f(1)
+        gamma[0] = 1.0
+        model.set_param("gamma", gamma)
+
+
+def mix_coefficients(model: Model) -> Floats1d:
+    """The current softmax weights (without γ), e.g. to report what a task learned."""
+    return model.ops.softmax(model.get_param("weights"))
+
+
+def forward(model: Model, layers: List[Floats3d], is_train: bool) -> Tuple[List[Floats2d], Callable]:
+    ops = model.ops
+    weights, gamma = model.get_param("weights"), model.get_param("gamma")
+    s = ops.softmax(weights)
+    scale = gamma[0]
+    mixed = [ops.xp.tensordot(s, X, axes=1) for X in layers]
+    outputs = [scale * m for m in mixed]
+    rate = model.attrs["dropout_rate"] if is_train else 0.0
+    masks = [ops.get_dropout_mask(Y.shape, rate) if rate else None for Y in outputs]
+    if rate:
+        outputs = [Y * mask for Y, mask in zip(outputs, masks)]
+
+    def backprop(d_outputs: List[Floats2d]) -> List[Floats3d]:
+        if rate:
+            d_outputs = [dY * mask for dY, mask in zip(d_outputs, masks)]
+        d_gamma = ops.alloc1f(1)
+        d_s = ops.alloc1f(len(s))
+        d_layers = []
+        for dY, X, m in zip(d_outputs, layers, mixed):
+            d_gamma[0] += (dY * m).sum()
+            d_s += ops.xp.tensordot(X, dY, axes=([1, 2], [0, 1]))
+            d_layers.append(scale * s[:, None, None] * dY[None])
+        d_s *= scale
+        d_weights = s * (d_s - (s * d_s).sum())
+        if model.attrs["l2_penalty"]:
+            d_weights += 2.0 * model.attrs["l2_penalty"] * weights
+        model.inc_grad("weights", d_weights)
+        model.inc_grad("gamma", d_gamma)
+        return d_layers
+
+    return outputs, backprop

@@ -1,0 +1,157 @@
+"""Training downstream components on ELMo: listeners, per-task mixes, frozen vs fine-tuned biLM."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import spacy
+from spacy.tokens import DocBin
+from spacy.training import Example
+from thinc.api import fix_random_seed
+
+from spacy_elmo.layers.scalar_mix import mix_coefficients
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def conll_slice(shared, tmp_path_factory) -> Path:
+    """The first ~40 sentences of CoNLL-2003 train, converted with ``spacy convert``."""
+    folder = tmp_path_factory.mktemp("conll")
+    lines = (shared / "data" / "conll2003" / "train.txt").read_text(encoding="utf-8").split("\n")[:600]
+    (folder / "train.iob").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    subprocess.run(
+        [sys.executable, "-m", "spacy", "convert", str(folder / "train.iob"), str(folder), "--converter", "conll", "-n", "1"],
+        check=True,
+        capture_output=True,
+    )
+    return folder / "train.spacy"
+
+
+def _nlp_from_config(name, model_dir, **overrides):
+    config = spacy.util.load_config(REPO / "configs" / name)
+    overrides = {"components.elmo.model.weights": str(model_dir / "weights.hdf5"), "components.elmo.model.options": str(model_dir / "options.json"), **overrides}
+    config = config.merge(spacy.util.dot_to_dict(overrides))
+    return spacy.util.load_model_from_config(config, auto_fill=True, validate=True)
+
+
+def _train(nlp, examples, steps=12, seed=0):
+    fix_random_seed(seed)
+    optimizer = nlp.initialize(lambda: examples)
+    losses = []
+    for step in range(steps):
+        batch_losses = {}
+        for start in range(0, len(examples), 8):
+            nlp.update(examples[start : start + 8], sgd=optimizer, losses=batch_losses, drop=0.1)
+        losses.append(batch_losses["ner"])
+    return losses
+
+
+def _examples(nlp, path):
+    docs = list(DocBin().from_disk(path).get_docs(nlp.vocab))
+    return [Example(nlp.make_doc(doc.text), doc) for doc in docs]
+
+
+def _bilm_arrays(nlp):
+    return nlp.get_pipe("elmo").model.layers[0].shims[0].bilm.to_arrays()
+
+
+def _mix(nlp, component="ner"):
+    node = next(n for n in nlp.get_pipe(component).model.walk() if n.name == "elmo-scalar-mix")
+    return node
+
+
+def test_frozen_training_learns_mix_and_keeps_bilm(model_dir, conll_slice, tmp_path):
+    nlp = _nlp_from_config("ner_elmo.cfg", model_dir)
+    examples = _examples(nlp, conll_slice)
+    before = None
+    fix_random_seed(0)
+    optimizer = nlp.initialize(lambda: examples)
+    before = _bilm_arrays(nlp)
+    losses = []
+    for _ in range(12):
+        step_losses = {}
+        for start in range(0, len(examples), 8):
+            nlp.update(examples[start : start + 8], sgd=optimizer, losses=step_losses, drop=0.1)
+        losses.append(step_losses["ner"])
+    assert np.mean(losses[-3:]) < 0.6 * np.mean(losses[:2])
+    weights = mix_coefficients(_mix(nlp))
+    assert np.abs(weights - 1 / 3).max() > 1e-3
+    after = _bilm_arrays(nlp)
+    for name in before:
+        np.testing.assert_array_equal(before[name], after[name], err_msg=name)
+
+    texts = [eg.reference.text for eg in examples[:5]]
+    predicted = [[(e.text, e.label_) for e in doc.ents] for doc in nlp.pipe(texts)]
+    nlp.to_disk(tmp_path / "trained")
+    reloaded = spacy.load(tmp_path / "trained")
+    assert [[(e.text, e.label_) for e in doc.ents] for doc in reloaded.pipe(texts)] == predicted
+    np.testing.assert_array_equal(mix_coefficients(_mix(reloaded)), weights)
+
+    reloaded.replace_listeners("elmo", "ner", ["model.tok2vec.elmo"])
+    reloaded.remove_pipe("elmo")
+    assert [[(e.text, e.label_) for e in doc.ents] for doc in reloaded.pipe(texts)] == predicted
+    reloaded.to_disk(tmp_path / "standalone")
+    standalone = spacy.load(tmp_path / "standalone")
+    assert standalone.pipe_names == ["ner"]
+    assert [[(e.text, e.label_) for e in doc.ents] for doc in standalone.pipe(texts)] == predicted
+
+
+def test_fine_tuning_changes_the_bilm(model_dir, conll_slice):
+    nlp = _nlp_from_config("ner_elmo_finetune.cfg", model_dir)
+    examples = _examples(nlp, conll_slice)[:16]
+    fix_random_seed(0)
+    optimizer = nlp.initialize(lambda: examples)
+    before = _bilm_arrays(nlp)
+    nlp.update(examples, sgd=optimizer)
+    nlp.update(examples, sgd=optimizer)
+    after = _bilm_arrays(nlp)
+    changed = [name for name in before if not np.array_equal(before[name], after[name])]
+    assert "CNN_proj/W_proj" in changed and any(name.startswith("RNN_1") for name in changed)
+
+
+def test_layer_cache_gives_identical_training(model_dir, conll_slice):
+    results = []
+    for cache_mb in (0, 64):
+        nlp = _nlp_from_config("ner_elmo.cfg", model_dir, **{"components.elmo.model.layer_cache_mb": cache_mb})
+        examples = _examples(nlp, conll_slice)[:24]
+        results.append((_train(nlp, examples, steps=4), mix_coefficients(_mix(nlp))))
+        bilm_layer = nlp.get_pipe("elmo").model.layers[0]
+        cache = getattr(bilm_layer.shims[0], "layer_cache", None)
+        if cache_mb:
+            distinct = {tuple(token.text for token in eg.predicted) for eg in examples}
+            assert cache.hits > 0 and len(cache) == len(distinct)
+    assert results[0][0] == results[1][0]
+    np.testing.assert_array_equal(results[0][1], results[1][1])
+
+
+def test_two_listeners_keep_their_own_mix(model_dir, conll_slice):
+    nlp = _nlp_from_config("ner_elmo.cfg", model_dir)
+    textcat_model = {
+        "@architectures": "spacy.TextCatReduce.v1",
+        "exclusive_classes": True,
+        "use_reduce_first": False,
+        "use_reduce_last": False,
+        "use_reduce_max": False,
+        "use_reduce_mean": True,
+        "nO": None,
+        "tok2vec": {"@architectures": "spacy-elmo.ElmoListener.v1", "upstream": "elmo"},
+    }
+    textcat = nlp.add_pipe("textcat", config={"model": textcat_model})
+    textcat.add_label("LONG")
+    textcat.add_label("SHORT")
+    examples = _examples(nlp, conll_slice)[:24]
+    for eg in examples:
+        long = len(eg.reference) > 10
+        eg.reference.cats = {"LONG": float(long), "SHORT": float(not long)}
+    assert sorted(nlp.get_pipe("elmo").listening_components) == ["ner", "textcat"]
+    fix_random_seed(0)
+    optimizer = nlp.initialize(lambda: examples)
+    for _ in range(6):
+        nlp.update(examples, sgd=optimizer)
+    ner_mix, textcat_mix = mix_coefficients(_mix(nlp, "ner")), mix_coefficients(_mix(nlp, "textcat"))
+    assert np.abs(ner_mix - textcat_mix).max() > 1e-4
+    for mix in (ner_mix, textcat_mix):
+        assert np.abs(mix - 1 / 3).max() > 1e-4
