@@ -152,12 +152,15 @@ class ElmoBiLM(nn.Module):
             vectors[missing_index] = computed
         return vectors
 
-    def forward(self, char_ids: torch.Tensor, token_index: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, char_ids: torch.Tensor, token_index: torch.Tensor, lengths: torch.Tensor, *, with_boundaries: bool = False
+    ) -> torch.Tensor:
         """All layers for a batch given as distinct tokens plus an index.
 
         ``char_ids`` ``(U, C)``: ids of the distinct tokens (see :func:`spacy_elmo.chars.index_batch`);
         ``token_index`` ``(B, T)``: which distinct token fills each slot; ``lengths`` ``(B,)``.
-        Returns ``(L+1, B, T, 2P)``.
+        Returns ``(L+1, B, T, 2P)``, or with ``with_boundaries`` ``(L+1, B, T+2, 2P)`` where
+        slot 0 is ``<S>`` and slot ``length + 1`` is ``</S>`` (what language-model training needs).
         """
         B, T = token_index.shape
         device = self.boundary_char_ids.device
@@ -176,6 +179,10 @@ class ElmoBiLM(nn.Module):
         if self.stateful:
             self._store_state(final_state)
 
+        if with_boundaries:
+            mask = (positions < (lengths + 2).unsqueeze(1)).unsqueeze(-1).to(inputs.dtype)  # (B, T+2, 1)
+            layers = [torch.cat([inputs, inputs], dim=-1), *lstm_outputs]
+            return torch.stack(layers) * mask
         mask = (positions[:T] < lengths.unsqueeze(1)).unsqueeze(-1).to(inputs.dtype)  # (B, T, 1)
         token_layer = inputs[:, 1 : T + 1]
         layers = [torch.cat([token_layer, token_layer], dim=-1)]
