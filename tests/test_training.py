@@ -155,3 +155,28 @@ def test_two_listeners_keep_their_own_mix(model_dir, conll_slice):
     assert np.abs(ner_mix - textcat_mix).max() > 1e-4
     for mix in (ner_mix, textcat_mix):
         assert np.abs(mix - 1 / 3).max() > 1e-4
+
+
+def test_spacy_train_evaluate_and_package_cli(model_dir, conll_slice, tmp_path):
+    """The documented command lines: ``spacy train`` with the biLM chosen by override, then
+    ``spacy evaluate`` and ``spacy package`` (which must declare spacy-elmo)."""
+    train = [
+        sys.executable, "-m", "spacy", "train", str(REPO / "configs" / "ner_elmo.cfg"),
+        "--output", str(tmp_path / "out"),
+        "--paths.train", str(conll_slice), "--paths.dev", str(conll_slice),
+        "--components.elmo.model.weights", str(model_dir / "weights.hdf5"),
+        "--components.elmo.model.options", str(model_dir / "options.json"),
+        "--training.max_steps", "6", "--training.eval_frequency", "3",
+    ]
+    subprocess.run(train, check=True, capture_output=True)
+    best = tmp_path / "out" / "model-best"
+    evaluate = [sys.executable, "-m", "spacy", "evaluate", str(best), str(conll_slice), "--output", str(tmp_path / "metrics.json")]
+    subprocess.run(evaluate, check=True, capture_output=True)
+    import json
+
+    assert "ents_f" in json.loads((tmp_path / "metrics.json").read_text())
+    (tmp_path / "pkg").mkdir()
+    package = [sys.executable, "-m", "spacy", "package", str(best), str(tmp_path / "pkg"), "--name", "elmo_ner", "--version", "0.0.1", "--build", "none"]
+    subprocess.run(package, check=True, capture_output=True)
+    meta = json.loads(next((tmp_path / "pkg").rglob("meta.json")).read_text())
+    assert any(req.startswith("spacy-elmo") for req in meta["requirements"])
