@@ -11,6 +11,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .tensors import to_numpy
@@ -51,13 +52,16 @@ class BiLstmLayer(nn.Module):
 class ElmoLstm(nn.Module):
     """``n_layers`` of :class:`BiLstmLayer` with clipping and optional residual connections."""
 
-    def __init__(self, options: ElmoOptions) -> None:
+    def __init__(self, options: ElmoOptions, dropout: float = 0.0) -> None:
         super().__init__()
         P, H = options.projection_dim, options.lstm_dim
         self.layers = nn.ModuleList(BiLstmLayer(P, H, P) for _ in range(options.n_layers))
         self.cell_clip = options.cell_clip
         self.proj_clip = options.proj_clip
         self.use_skip_connections = options.use_skip_connections
+        self.dropout = dropout
+        """Dropout on every layer's input in training mode (bilm-tf's recipe: 0.1); the
+        residual connection adds the input before dropout."""
 
     def forward(
         self, inputs: torch.Tensor, lengths: torch.Tensor, initial_state: Optional[LstmState] = None
@@ -88,7 +92,8 @@ class ElmoLstm(nn.Module):
         final_h: List[torch.Tensor] = []
         for index, layer in enumerate(self.layers):
             state = None if initial_state is None else (initial_state[0][index], initial_state[1][index])
-            h_seq, (c_last, h_last) = self._run_layer(layer, x, active, state)
+            layer_input = F.dropout(x, self.dropout, self.training) if self.dropout else x
+            h_seq, (c_last, h_last) = self._run_layer(layer, layer_input, active, state)
             if self.use_skip_connections and index > 0:
                 h_seq = h_seq + x
             final_c.append(c_last)
@@ -119,7 +124,9 @@ class ElmoLstm(nn.Module):
             h = x.new_zeros((2, B, P))
         else:
             c, h = state
-        out = x.new_zeros((2, S, B, P))
+        # Steps are collected and stacked once: writing each into a preallocated tensor would
+        # make autograd copy that whole tensor at every step of the backward pass.
+        outputs: List[torch.Tensor] = []
         done_c: List[torch.Tensor] = []
         done_h: List[torch.Tensor] = []
         n = B
@@ -139,11 +146,12 @@ class ElmoLstm(nn.Module):
             h = torch.bmm(torch.sigmoid(o) * torch.tanh(c), layer.projection)
             if self.proj_clip is not None:
                 h = h.clamp(-self.proj_clip, self.proj_clip)
-            out[:, t, :n] = h
+            outputs.append(h if n == B else F.pad(h, (0, 0, 0, B - n)))
+        outputs.extend(x.new_zeros((2, B, P)) for _ in range(S - len(outputs)))
         done_c.append(c)
         done_h.append(h)
         # Rows finished in order of decreasing index; put them back in sorted order.
-        return out, (torch.cat(done_c[::-1], dim=1), torch.cat(done_h[::-1], dim=1))
+        return torch.stack(outputs, dim=1), (torch.cat(done_c[::-1], dim=1), torch.cat(done_h[::-1], dim=1))
 
     def load_arrays(self, arrays: Dict[str, np.ndarray]) -> None:
         """Copy weights from the published HDF5 layout (reference §7)."""
