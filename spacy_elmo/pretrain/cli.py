@@ -1,0 +1,52 @@
+"""``python -m spacy_elmo pretrain CONFIG OUTPUT_DIR [--resume] [--section.key VALUE ...]``."""
+
+import argparse
+import sys
+from typing import List, Optional
+
+from ..errors import ElmoError
+from .config import help_epilog, parse_overrides
+
+DESCRIPTION = """\
+Pretrain (or fine-tune) an ELMo biLM on raw text. Writes OUTPUT_DIR/model-best and
+OUTPUT_DIR/model-last (options.json + weights.hdf5 in the published layout, for
+nlp.add_pipe("elmo", config={"model": {"weights": "OUTPUT_DIR/model-best"}})), plus
+vocab.txt, log.jsonl, checkpoint/ and metrics.json. For several processes (data
+parallel, gloo on CPU / nccl on CUDA) run the same command under
+`torchrun --nproc_per_node N -m spacy_elmo pretrain ...`."""
+
+
+def build_parser(prog: str = "python -m spacy_elmo pretrain") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog, description=DESCRIPTION, epilog=help_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("config", help="config file (see configs/pretrain_small.cfg and configs/pretrain_tiny.cfg)")
+    parser.add_argument("output_dir", help="directory for the vocabulary, logs, checkpoint and exported models")
+    parser.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/checkpoint exactly where it stopped")
+    parser.add_argument("--gpu-id", type=int, default=None, help="CUDA device (default: 0 if CUDA is available, else the CPU); -1 forces the CPU")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads per process (default: torch's choice; cores / processes under torchrun)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (log.jsonl is written regardless)")
+    return parser
+
+
+def main(argv: Optional[List[str]] = None, prog: str = "python -m spacy_elmo pretrain") -> int:
+    """Parse the command line, run :func:`spacy_elmo.pretrain.pretrain`; 0 on success, 1 on a reported error."""
+    parser = build_parser(prog)
+    args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    try:
+        overrides = parse_overrides(rest)
+        from .trainer import pretrain
+
+        pretrain(
+            args.config,
+            args.output_dir,
+            overrides=overrides,
+            resume=args.resume,
+            gpu_id=args.gpu_id,
+            threads=args.threads,
+            progress=not args.no_progress,
+        )
+    except ElmoError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0

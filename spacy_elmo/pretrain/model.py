@@ -1,0 +1,77 @@
+"""The trainable biLM: :class:`ElmoBiLM` initialised as bilm-tf or from files, with dropout
+on the input of every LSTM layer (reference §9, bilm-tf's input keep-prob 0.9). One difference
+from bilm-tf: the residual connection of layers ≥ 1 adds the layer's input *before* dropout
+(bilm-tf adds the dropped-out input).
+"""
+
+import math
+from pathlib import Path
+from typing import Union
+
+import torch
+from torch import nn
+
+from ..bilm.model import ElmoBiLM
+from ..bilm.options import ElmoOptions
+from ..errors import ElmoError
+from .errors import PretrainConfigError
+
+PathLike = Union[str, Path]
+
+
+def build_bilm(options: ElmoOptions, dropout: float) -> ElmoBiLM:
+    """A freshly initialised biLM for training from scratch."""
+    bilm = ElmoBiLM(options, token_cache_size=0)
+    bilm.lstm.dropout = dropout
+    initialize(bilm)
+    return bilm.train()
+
+
+def load_bilm(directory: PathLike, dropout: float) -> ElmoBiLM:
+    """A published-layout biLM (``options.json`` + ``weights.hdf5``) to fine-tune."""
+    directory = Path(directory)
+    options_path, weights_path = directory / "options.json", directory / "weights.hdf5"
+    if not options_path.is_file() or not weights_path.is_file():
+        raise PretrainConfigError(
+            f"[training] init_from = {str(directory)!r} must be a directory holding options.json and "
+            f"weights.hdf5 (e.g. a model-best/ from an earlier run); "
+            f"{'options.json' if not options_path.is_file() else 'weights.hdf5'} is missing."
+        )
+    try:
+        loaded = ElmoBiLM.from_files(options_path, weights_path, token_cache_size=0)
+    except ElmoError as err:
+        raise PretrainConfigError(f"[training] init_from: {err}") from None
+    loaded.lstm.dropout = dropout
+    return loaded.train()
+
+
+@torch.no_grad()
+def initialize(bilm: ElmoBiLM) -> None:
+    """bilm-tf's initialisation (reference §9), using torch's global generator."""
+    options = bilm.options
+    encoder = bilm.token_encoder
+    n_filters = options.n_filters
+    nn.init.uniform_(encoder.char_embedding, -1.0, 1.0)
+    encoder.char_embedding[0].zero_()
+    for (width, _), conv in zip(options.filters, encoder.convolutions):
+        if options.activation == "relu":
+            nn.init.uniform_(conv.weight, -0.05, 0.05)
+        else:
+            nn.init.normal_(conv.weight, 0.0, math.sqrt(1.0 / (width * options.char_embedding_dim)))
+        nn.init.zeros_(conv.bias)
+    for highway in encoder.highways:
+        nn.init.normal_(highway.weight, 0.0, math.sqrt(1.0 / n_filters))
+        highway.bias[:n_filters].fill_(-2.0)
+        highway.bias[n_filters:].zero_()
+    nn.init.normal_(encoder.projection, 0.0, math.sqrt(1.0 / n_filters))
+    nn.init.zeros_(encoder.projection_bias)
+    for layer in bilm.lstm.layers:
+        n_in, n_gates = layer.input_weight.shape[1], layer.input_weight.shape[2]
+        n_rec = layer.recurrent_weight.shape[1]
+        kernel_limit = math.sqrt(6.0 / (n_in + n_rec + n_gates))  # glorot-uniform of TF's (I + P, 4H) kernel
+        nn.init.uniform_(layer.input_weight, -kernel_limit, kernel_limit)
+        nn.init.uniform_(layer.recurrent_weight, -kernel_limit, kernel_limit)
+        nn.init.zeros_(layer.bias)
+        hidden, projection = layer.projection.shape[1], layer.projection.shape[2]
+        limit = math.sqrt(6.0 / (hidden + projection))
+        nn.init.uniform_(layer.projection, -limit, limit)

@@ -1,0 +1,92 @@
+"""What a long run reports: ``log.jsonl`` lines and a tqdm bar with the ETA by budget."""
+
+import json
+import os
+import sys
+import uuid
+from pathlib import Path
+from typing import Any, Optional
+
+from tqdm import tqdm
+
+from .config import TrainingConfig
+
+BAR_UNITS = 1000
+
+
+class RunLog:
+    """Appends one JSON object per line to ``log.jsonl`` (main process only)."""
+
+    def __init__(self, path: Path, enabled: bool) -> None:
+        self.path = path
+        self.enabled = enabled
+
+    def write(self, event: str, **fields: Any) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps({"event": event, **fields}) + "\n")
+
+    def truncate_after(self, step: int) -> None:
+        """Drop lines logged after ``step`` (work a resumed run is about to redo)."""
+        if not self.enabled or not self.path.is_file():
+            return
+        kept = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if record.get("step", 0) <= step:
+                kept.append(line)
+        tmp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:12]}.tmp")
+        tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        os.replace(tmp, self.path)
+
+
+def budget_fraction(config: TrainingConfig, step: int, tokens: int, seconds: float) -> Optional[float]:
+    """How much of the budget is spent: the largest fraction among the limits that are set."""
+    fractions = []
+    if config.max_steps:
+        fractions.append(step / config.max_steps)
+    if config.max_tokens:
+        fractions.append(tokens / config.max_tokens)
+    if config.max_minutes:
+        fractions.append(seconds / (60 * config.max_minutes))
+    return min(1.0, max(fractions)) if fractions else None
+
+
+class ProgressBar:
+    """tqdm bar over the budget, with tokens/s, loss, dev perplexity and the ETA."""
+
+    def __init__(self, config: TrainingConfig, enabled: bool) -> None:
+        self.config = config
+        self.bar = (
+            tqdm(total=BAR_UNITS, bar_format="{l_bar}{bar}| {postfix}", desc="pretrain", file=sys.stderr, dynamic_ncols=True)
+            if enabled
+            else None
+        )
+        self.dev_ppl: Optional[float] = None
+
+    def update(self, step: int, tokens: int, seconds: float, tokens_per_s: float, loss: float) -> None:
+        if self.bar is None:
+            return
+        fraction = budget_fraction(self.config, step, tokens, seconds)
+        eta = "?"
+        if fraction:
+            remaining = seconds * (1 - fraction) / fraction
+            eta = f"{int(remaining // 3600)}:{int(remaining % 3600 // 60):02d}:{int(remaining % 60):02d}"
+            self.bar.n = int(fraction * BAR_UNITS)
+        dev = f" dev_ppl={self.dev_ppl:.1f}" if self.dev_ppl is not None else ""
+        self.bar.set_postfix_str(f"step={step} tok/s={tokens_per_s:,.0f} loss={loss:.3f}{dev} eta={eta}", refresh=False)
+        self.bar.refresh()
+
+    def write(self, message: str) -> None:
+        if self.bar is not None:
+            self.bar.write(message, file=sys.stderr)
+        else:
+            print(message, file=sys.stderr)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
