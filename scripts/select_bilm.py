@@ -9,7 +9,6 @@ training commands always pass OUTPUT_DIR as ``--components.elmo.model.weights`` 
 files as dependencies, so a different biLM, or a re-trained one, re-runs them.
 """
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -17,19 +16,11 @@ from pathlib import Path
 import typer
 from wasabi import msg
 
+from check_data import md5sum
 from spacy_elmo.bilm.pretrained import OPTIONS_FILE, PUBLISHED_MODELS, WEIGHTS_FILE, resolve_model
 from spacy_elmo.errors import ElmoError
 
 PRETRAINED = "pretrained"
-
-
-def md5sum(path: Path) -> str:
-    """The md5 of a file, read in chunks."""
-    digest = hashlib.md5()
-    with path.open("rb") as file_:
-        for chunk in iter(lambda: file_.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def link_or_copy(source: Path, target: Path) -> None:

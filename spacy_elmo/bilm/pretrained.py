@@ -33,6 +33,10 @@ PUBLISHED_MODELS: Dict[str, str] = {
     "original-5.5b": "elmo_2x4096_512_2048cnn_2xhighway_5.5B",
 }
 
+DEFAULT_MODEL_NAME = "default"
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "default_model"
+"""The compact English biLM shipped inside the package (see its README), usable offline."""
+
 DEFAULT_MIRROR = "https://s3-us-west-2.amazonaws.com/allennlp/models/elmo"
 CACHE_ENV = "SPACY_ELMO_CACHE"
 MIRROR_ENV = "SPACY_ELMO_MIRROR"
@@ -67,10 +71,13 @@ def model_urls(name: str) -> Tuple[str, str]:
 def resolve_model(name_or_path: PathLike) -> Tuple[Path, Path]:
     """(options path, weights path) of a published model name or a model directory.
 
-    A published name (case-insensitive) always means the published model, downloaded into
-    the cache if needed; write e.g. ``./small`` to mean a directory called ``small``.
+    ``"default"`` is the biLM shipped inside the package. A published name
+    (case-insensitive) always means the published model, downloaded into the cache if
+    needed; write e.g. ``./small`` to mean a directory called ``small``.
     """
     text = os.fspath(name_or_path)
+    if text.lower() == DEFAULT_MODEL_NAME:
+        return _model_dir_files(DEFAULT_MODEL_DIR)
     if text.lower() in PUBLISHED_MODELS:
         directory = download_model(text)
         return directory / OPTIONS_FILE, directory / WEIGHTS_FILE
@@ -149,7 +156,7 @@ def _published_stem(name: str) -> str:
 
 
 def _known_names() -> str:
-    return ", ".join(repr(n) for n in PUBLISHED_MODELS)
+    return ", ".join(repr(n) for n in [DEFAULT_MODEL_NAME, *PUBLISHED_MODELS])
 
 
 def _model_dir_files(directory: Path) -> Tuple[Path, Path]:

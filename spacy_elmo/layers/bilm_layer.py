@@ -7,13 +7,14 @@ from serialized bytes, which hold the weights in the published HDF5 layout (no p
 """
 
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import srsly
 import torch
 from thinc.api import ArgsKwargs, Model, PyTorchGradScaler, PyTorchShim, get_torch_default_device, torch2xp
 from thinc.types import Floats3d
 
+from ..bilm.batching import batches_by_length
 from ..bilm.model import ElmoBiLM
 from ..bilm.options import ElmoOptions
 from ..bilm.pretrained import resolve_model
@@ -205,7 +206,7 @@ def _run(model: Model, sequences: TokenSequences, is_train: bool) -> Tuple[List[
     options = bilm_options(model)
     outputs: List[Optional[Floats3d]] = [None] * len(sequences)
     callbacks = []
-    for rows in _sub_batches(sequences, model.attrs["max_batch_tokens"]):
+    for rows in batches_by_length([len(s) for s in sequences], model.attrs["max_batch_tokens"]):
         batch = [sequences[i] for i in rows]
         char_ids, token_index, lengths, _ = index_batch(batch, options.max_characters_per_token)
         device = shim.device
@@ -237,18 +238,3 @@ def _run(model: Model, sequences: TokenSequences, is_train: bool) -> Tuple[List[
         return []
 
     return outputs, backprop  # type: ignore[return-value]
-
-
-def _sub_batches(sequences: Sequence[Sequence[str]], max_batch_tokens: int) -> List[List[int]]:
-    """Indices grouped longest first so that rows × (longest + 2) stays within budget."""
-    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]), reverse=True)
-    batches: List[List[int]] = []
-    current: List[int] = []
-    for index in order:
-        if current and (len(current) + 1) * (len(sequences[current[0]]) + 2) > max_batch_tokens:
-            batches.append(current)
-            current = []
-        current.append(index)
-    if current:
-        batches.append(current)
-    return batches

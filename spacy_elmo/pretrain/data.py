@@ -19,6 +19,7 @@ from typing import Iterable, Iterator, List, Optional, Sequence, Tuple, TypeVar
 import numpy as np
 import torch
 
+from ..bilm.batching import batches_by_length
 from ..chars import index_batch
 from .config import DataConfig
 from .errors import PretrainDataError
@@ -145,16 +146,8 @@ def _cut_pool(pool: List[Sentence], batch_tokens: int, rng: random.Random) -> Li
 
 def group_by_length(sentences: Sequence[Sentence], batch_tokens: int) -> List[List[Sentence]]:
     """Sentences sorted by length (stable) and cut into batches of ``rows × (longest + 2) <= batch_tokens``."""
-    batches: List[List[Sentence]] = []
-    current: List[Sentence] = []
-    for sentence in sorted(sentences, key=len):
-        if current and (len(current) + 1) * (len(sentence) + 2) > batch_tokens:
-            batches.append(current)
-            current = []
-        current.append(sentence)
-    if current:
-        batches.append(current)
-    return batches
+    groups = batches_by_length([len(sentence) for sentence in sentences], batch_tokens, longest_first=False)
+    return [[sentences[i] for i in group] for group in groups]
 
 
 class BatchStream:

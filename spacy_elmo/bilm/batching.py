@@ -1,0 +1,23 @@
+"""Grouping sentences of similar length into batches bounded by padded token slots."""
+
+from typing import List, Sequence
+
+
+def batches_by_length(lengths: Sequence[int], max_tokens: int, longest_first: bool = True) -> List[List[int]]:
+    """Indices sorted by length (stably) and cut so that ``rows × (longest + 2)`` — the padded
+    slots the biLM runs, boundaries included — stays within ``max_tokens``; an item too long
+    for the budget forms a batch of its own."""
+    order = sorted(range(len(lengths)), key=lengths.__getitem__, reverse=longest_first)
+    batches: List[List[int]] = []
+    current: List[int] = []
+    longest = 0
+    for index in order:
+        longest_with = max(longest, lengths[index])
+        if current and (len(current) + 1) * (longest_with + 2) > max_tokens:
+            batches.append(current)
+            current, longest_with = [], lengths[index]
+        current.append(index)
+        longest = longest_with
+    if current:
+        batches.append(current)
+    return batches
