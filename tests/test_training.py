@@ -180,3 +180,17 @@ def test_spacy_train_evaluate_and_package_cli(model_dir, conll_slice, tmp_path):
     subprocess.run(package, check=True, capture_output=True)
     meta = json.loads(next((tmp_path / "pkg").rglob("meta.json")).read_text())
     assert any(req.startswith("spacy-elmo") for req in meta["requirements"])
+
+
+def test_frozen_upstream_in_annotating_components(model_dir, conll_slice):
+    """spaCy's other way to freeze an embedder: listeners then read ``doc._.elmo_layers``."""
+    nlp = _nlp_from_config("ner_elmo.cfg", model_dir)
+    examples = _examples(nlp, conll_slice)[:16]
+    fix_random_seed(0)
+    optimizer = nlp.initialize(lambda: examples)
+    losses = {}
+    for _ in range(3):
+        nlp.update(examples, sgd=optimizer, losses=losses, exclude=["elmo"], annotates=["elmo"])
+    assert losses["ner"] > 0 and "elmo" not in losses
+    with pytest.raises(ValueError, match="annotating"):
+        nlp.update(_examples(nlp, conll_slice)[:4], sgd=optimizer, exclude=["elmo"])
