@@ -194,3 +194,10 @@ def test_frozen_upstream_in_annotating_components(model_dir, conll_slice):
     assert losses["ner"] > 0 and "elmo" not in losses
     with pytest.raises(ValueError, match="annotating"):
         nlp.update(_examples(nlp, conll_slice)[:4], sgd=optimizer, exclude=["elmo"])
+
+
+@pytest.mark.parametrize("name", ["ner_elmo.cfg", "ner_elmo_finetune.cfg", "ner_baseline.cfg", "textcat_elmo.cfg", "textcat_baseline.cfg"])
+def test_configs_pass_spacy_debug_config(name):
+    command = [sys.executable, "-m", "spacy", "debug", "config", str(REPO / "configs" / name), "--paths.train", "x", "--paths.dev", "y"]
+    done = subprocess.run(command, capture_output=True, text=True)
+    assert done.returncode == 0 and "Config is valid" in done.stdout, done.stdout + done.stderr

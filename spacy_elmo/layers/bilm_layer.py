@@ -51,10 +51,14 @@ class ElmoShim(PyTorchShim):
     @property
     def bilm(self) -> ElmoBiLM:
         """The wrapped biLM, loaded from its files the first time it is needed."""
+        self.load()
+        return self._model
+
+    def load(self) -> None:
+        """Load the biLM from the files its settings name, unless it is already loaded."""
         if self._model is None:
             self._model = load_bilm(self.cfg).to(get_torch_default_device())
             self._model.eval()
-        return self._model
 
     @property
     def device(self) -> torch.device:
@@ -76,7 +80,7 @@ class ElmoShim(PyTorchShim):
             self._model.eval()
 
     def use_params(self, params):
-        self.bilm
+        self.load()
         return super().use_params(params)
 
     def to_device(self, device_type: str, device_id: int) -> None:
@@ -84,7 +88,7 @@ class ElmoShim(PyTorchShim):
             super().to_device(device_type, device_id)
 
     def to_bytes(self) -> bytes:
-        self.bilm
+        self.load()
         return super().to_bytes()
 
     def _deserialize_bilm(self, current: Optional[ElmoBiLM], data: bytes, device: torch.device) -> ElmoBiLM:
