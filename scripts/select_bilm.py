@@ -34,7 +34,7 @@ def link_or_copy(source: Path, target: Path) -> None:
 
 
 def main(
-    bilm: str = typer.Argument(..., help=f"Published name ({', '.join(PUBLISHED_MODELS)}), a model directory, or '{PRETRAINED}'"),
+    bilm: str = typer.Argument(..., help=f"'default' (shipped with spacy-elmo), a published name ({', '.join(PUBLISHED_MODELS)}), a model directory, or '{PRETRAINED}'"),
     output_dir: Path = typer.Argument(..., help="Directory the ELMo training commands read"),
     pretrained_dir: Path = typer.Option(..., "--pretrained-dir", help="Where the pretrain step writes its best model"),
 ) -> None:

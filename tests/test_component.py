@@ -9,6 +9,7 @@ import spacy
 from spacy.tokens import Doc
 
 from spacy_elmo import ElmoBiLM, ElmoModelNotFoundError, ElmoOptionsError, ElmoWeightsError
+from spacy_elmo.bilm.pretrained import resolve_model
 from spacy_elmo.pipeline.component import ElmoComponent
 
 TEXT = "She sat on the river bank."
@@ -157,3 +158,20 @@ def test_invalid_config_values(model_dir):
         nlp(TEXT)
     with pytest.raises(ElmoOptionsError, match="gamma"):
         ElmoComponent(nlp.vocab, nlp.get_pipe("elmo").model, gamma=float("nan"))
+
+
+def test_default_model_ships_and_works_offline(monkeypatch):
+    """``nlp.add_pipe("elmo")`` with no configuration uses the biLM inside the package."""
+    import urllib.request
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("the default model must not touch the network")
+
+    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+    nlp = spacy.blank("en")
+    nlp.add_pipe("elmo")
+    doc = nlp(TEXT)
+    assert doc._.elmo_layers.shape == (3, 7, 256) and doc._.elmo_layers.dtype == np.float32
+    assert doc[5].similarity(doc[4]) != 0.0
+    options_path, weights_path = resolve_model("default")
+    assert weights_path.parent.name == "default_model" and weights_path.stat().st_size < 25 * 2**20

@@ -149,7 +149,7 @@ def _published_stem(name: str) -> str:
     stem = PUBLISHED_MODELS.get(name.lower())
     if stem is None:
         raise ElmoModelNotFoundError(
-            f"Unknown published ELMo model {name!r}. Published models: {_known_names()}; "
+            f"Unknown published ELMo model {name!r}. Published models: {', '.join(map(repr, PUBLISHED_MODELS))}; "
             f"to use other weights, pass a directory holding {OPTIONS_FILE} and {WEIGHTS_FILE}."
         )
     return stem

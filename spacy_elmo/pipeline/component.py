@@ -18,7 +18,7 @@ from .listener import ElmoListener
 DEFAULT_ELMO_MODEL_CONFIG = """
 [model]
 @architectures = "spacy-elmo.ElmoBiLM.v1"
-weights = "small"
+weights = "default"
 options = null
 token_cache_size = 10000
 max_batch_tokens = 4096
