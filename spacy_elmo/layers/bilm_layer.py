@@ -45,10 +45,6 @@ class ElmoShim(PyTorchShim):
         )
 
     @property
-    def is_loaded(self) -> bool:
-        return self._model is not None
-
-    @property
     def bilm(self) -> ElmoBiLM:
         """The wrapped biLM, loaded from its files the first time it is needed."""
         self.load()
@@ -109,8 +105,9 @@ def load_bilm(settings: Dict[str, Any]) -> ElmoBiLM:
     cache = settings.get("token_cache_size", 0)
     if not weights:
         raise ElmoOptionsError(
-            "No biLM given: set [components.elmo.model] weights to a published model name "
-            "('small', 'medium', 'original', 'original-5.5b'), a directory with options.json "
+            "No biLM given: set [components.elmo.model] weights to 'default' (shipped with "
+            "spacy-elmo), a published model name ('small', 'medium', 'original', "
+            "'original-5.5b'), a directory with options.json "
             "and weights.hdf5, or a weights.hdf5 file."
         )
     weights_path = Path(weights)

@@ -94,12 +94,6 @@ def ElmoListener_v1(
     listener = ElmoListener(upstream, grad_factor)
     model = chain(listener, ScalarMix(l2_penalty=l2_penalty, dropout=dropout))
     model.set_ref("listener", listener)
-    model.attrs["replace_listener"] = _replace_listener
-    return model
-
-
-def _replace_listener(model: Model) -> Model:
-    """Nothing to adapt: the copied ``elmo`` model already maps docs to layers."""
     return model
 
 
