@@ -57,20 +57,16 @@ class BiLstmLayer(nn.Module):
     def step_weights(self) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Input kernel, recurrent kernel and bias with gate blocks ``i, f, o, 2j``.
 
-        Differentiable views of the parameters in the order the loop wants: sigmoid gates
+        Differentiable copies of the parameters in the order the loop wants: sigmoid gates
         first, then the candidate pre-activation doubled so ``sigmoid`` yields its ``tanh``.
         """
         H = self.hidden_dim
-        device = self.bias.device
-        i, j, f, o = (torch.arange(k * H, (k + 1) * H, device=device) for k in range(4))
-        order = torch.cat([i, f, o, j])
-        scale = torch.ones(4 * H, device=device, dtype=self.bias.dtype)
-        scale[3 * H :] = 2.0
-        return (
-            self.input_weight[:, :, order] * scale,
-            self.recurrent_weight[:, :, order] * scale,
-            self.gate_bias()[:, order] * scale,
-        )
+
+        def reorder(weight: torch.Tensor) -> torch.Tensor:
+            i, j, f, o = weight.unflatten(-1, (4, H)).unbind(-2)
+            return torch.cat([i, f, o, 2.0 * j], dim=-1)
+
+        return reorder(self.input_weight), reorder(self.recurrent_weight), reorder(self.gate_bias())
 
 
 class ElmoLstm(nn.Module):
