@@ -40,6 +40,7 @@ from spacy.tokens import Doc
 from spacy.vocab import Vocab
 
 from spacy_elmo.bilm.model import ElmoBiLM
+from spacy_elmo.bilm.pretrained import DEFAULT_MODEL_DIR, DEFAULT_MODEL_NAME
 
 REPO = Path(__file__).resolve().parents[1]
 WEIGHTS_CACHE = Path(tempfile.gettempdir()) / "spacy_elmo_bench_weights"
@@ -86,7 +87,10 @@ def load_module(path: Path) -> ModuleType:
 
 def model_files(shared: Path, arch: str) -> Tuple[Path, Path]:
     """``options.json`` and ``weights.hdf5`` of ``arch``: seed-0 synthetic weights written by
-    ``make_weights.py``, loaded and saved again by ``ElmoBiLM.save``; cached under /tmp."""
+    ``make_weights.py``, loaded and saved again by ``ElmoBiLM.save``; cached under /tmp.
+    ``default`` is the biLM shipped in the package, as it is."""
+    if arch == DEFAULT_MODEL_NAME:
+        return DEFAULT_MODEL_DIR / "options.json", DEFAULT_MODEL_DIR / "weights.hdf5"
     options_source = shared / "bench" / f"{arch}_options.json"
     digest = hashlib.sha256(options_source.read_bytes()).hexdigest()[:10]
     directory = WEIGHTS_CACHE / f"{arch}-seed{SEED}-{digest}"
@@ -343,7 +347,7 @@ def print_arch(
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     default_shared = os.environ.get("SPACY_ELMO_SHARED") or str(REPO.parent / "shared")
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--archs", default="small", help="comma-separated: small, medium, original")
+    parser.add_argument("--archs", default="small", help="comma-separated: small, medium, original, default (the shipped biLM)")
     parser.add_argument("--repeats", type=int, default=5, help="timed passes per implementation (median reported)")
     parser.add_argument("--sentences", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=64)
@@ -353,7 +357,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     archs = [arch.strip() for arch in args.archs.split(",") if arch.strip()]
     for arch in archs:
-        if not (args.shared / "bench" / f"{arch}_options.json").is_file():
+        if arch != DEFAULT_MODEL_NAME and not (args.shared / "bench" / f"{arch}_options.json").is_file():
             parser.error(f"no options for architecture {arch!r} in {args.shared / 'bench'}")
     if args.repeats < 1:
         parser.error("--repeats must be >= 1")
