@@ -7,6 +7,7 @@ from spacy.util import registry
 from thinc.api import Model, PyTorchGradScaler, chain
 from thinc.types import Floats2d, Floats3d
 
+from ..bilm import memory as bilm_memory
 from ..layers.bilm_layer import ElmoBiLMLayer
 from ..layers.scalar_mix import ScalarMix
 from .doc_pieces import with_doc_pieces
@@ -22,6 +23,7 @@ def ElmoBiLM_v1(
     layer_cache_mb: int = 1024,
     mixed_precision: bool = False,
     grad_scaler_config: Optional[Dict[str, Any]] = None,
+    keep_freed_memory: bool = True,
 ) -> Model[List[Doc], List[Floats3d]]:
     """Every layer of an ELMo biLM for every token of each doc, ``(L+1, len(doc), 2P)``.
 
@@ -33,7 +35,12 @@ def ElmoBiLM_v1(
     max_piece_length: docs with more tokens are read in sentences or windows of this size.
     layer_cache_mb: while the component is frozen, MiB of computed layers kept per token
         sequence so that later epochs skip the biLM (0 turns it off).
+    keep_freed_memory: on Linux, have the C allocator keep freed blocks for reuse instead
+        of returning them to the OS (process-wide; see spacy_elmo.bilm.memory): up to 1.9x
+        faster training on a CPU, at the price of the process keeping its peak memory.
     """
+    if keep_freed_memory:
+        bilm_memory.keep_freed_memory()
     scaler = PyTorchGradScaler(**(grad_scaler_config or {"enabled": mixed_precision}))
     bilm = ElmoBiLMLayer(
         weights,

@@ -26,6 +26,11 @@ def build_parser(prog: str = "python -m spacy_elmo pretrain") -> argparse.Argume
     parser.add_argument("--gpu-id", type=int, default=None, help="CUDA device (default: 0 if CUDA is available, else the CPU); -1 forces the CPU")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads per process (default: torch's choice; cores / processes under torchrun)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (log.jsonl is written regardless)")
+    parser.add_argument(
+        "--return-memory",
+        action="store_true",
+        help="let the C allocator hand freed memory back to the OS (by default it is kept for reuse: 2.4x faster training on Linux)",
+    )
     return parser
 
 
@@ -35,8 +40,11 @@ def main(argv: Optional[List[str]] = None, prog: str = "python -m spacy_elmo pre
     args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     try:
         overrides = parse_overrides(rest)
+        from ..bilm.memory import keep_freed_memory
         from .trainer import pretrain
 
+        if not args.return_memory:
+            keep_freed_memory()
         pretrain(
             args.config,
             args.output_dir,
