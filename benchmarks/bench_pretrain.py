@@ -113,6 +113,8 @@ def run_row(arch: str, softmax: str, args: argparse.Namespace, data: Dict[str, P
     }
     command = [sys.executable, "-m", "spacy_elmo", "pretrain", str(REPO / "configs" / "pretrain_small.cfg"), str(out),
                "--no-progress", "--threads", str(args.threads), "--gpu-id", "-1"]
+    if args.return_memory:
+        command.append("--return-memory")
     for key, value in overrides.items():
         command += [f"--{key}", json.dumps(value)]
     done = subprocess.run(command, capture_output=True, text=True)
@@ -147,6 +149,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--softmax", default="adaptive", help="comma-separated: adaptive, sampled")
     parser.add_argument("--seconds", type=float, default=45.0, help="training time per row")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--return-memory", action="store_true", help="pass --return-memory (glibc's default allocator behaviour) for an A/B")
     parser.add_argument("--dev", action="store_true", help="also report the dev perplexity reached (500 sentences)")
     parser.add_argument("--shared", default=None, help="shared data folder (default $SPACY_ELMO_SHARED or ../shared)")
     args = parser.parse_args(argv)
