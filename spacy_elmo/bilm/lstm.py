@@ -183,7 +183,7 @@ class ElmoLstm(nn.Module):
     def _step(self, gates: torch.Tensor, c: torch.Tensor, projection: torch.Tensor) -> LstmState:
         """One step from pre-activations ``(2, n, 4H)`` in the order of :meth:`BiLstmLayer.step_weights`."""
         i, f, o, j2 = torch.sigmoid(gates).chunk(4, dim=2)
-        c = f * c + i * (2.0 * j2 - 1.0)
+        c = torch.addcmul(f * c, i, 2.0 * j2 - 1.0)  # the in-place step's arithmetic, bit for bit
         if self.cell_clip is not None:
             c = c.clamp(-self.cell_clip, self.cell_clip)
         h = torch.bmm(o * (2.0 * torch.sigmoid(2.0 * c) - 1.0), projection)
