@@ -147,9 +147,10 @@ class ElmoLstm(nn.Module):
             h = x.new_zeros((2, B, P))
         else:
             c, h = state
-        in_place = not torch.is_grad_enabled()
-        step = self._step_in_place if in_place else self._step
-        if in_place:
+        if torch.is_grad_enabled():
+            step = self._step
+        else:
+            step = self._step_in_place
             c = c.clone()
         # Steps are collected and concatenated once: writing each into a preallocated tensor
         # would make autograd copy that whole tensor at every step of the backward pass.
@@ -165,23 +166,25 @@ class ElmoLstm(nn.Module):
                 c, h = c[:, :n], h[:, :n]
             if n == 0:
                 break
-            step_gates_in = gates_in[:, offset : offset + n]
+            c, h = step(gates_in[:, offset : offset + n], c, h, recurrent_weight, layer.projection)
             offset += n
-            if in_place:
-                # No autograd: add the recurrent half into the precomputed buffer in place,
-                # saving a copy of every step's (2, n, 4H) pre-activations.
-                gates = step_gates_in.baddbmm_(h, recurrent_weight)
-            else:
-                gates = torch.baddbmm(step_gates_in, h, recurrent_weight)
-            c, h = step(gates, c, layer.projection)
             outputs.append(h)
         done_c.append(c)
         done_h.append(h)
         # Rows finished in order of decreasing index; put them back in sorted order.
         return torch.cat(outputs, dim=1), (torch.cat(done_c[::-1], dim=1), torch.cat(done_h[::-1], dim=1))
 
-    def _step(self, gates: torch.Tensor, c: torch.Tensor, projection: torch.Tensor) -> LstmState:
-        """One step from pre-activations ``(2, n, 4H)`` in the order of :meth:`BiLstmLayer.step_weights`."""
+    def _step(
+        self,
+        gates_in: torch.Tensor,
+        c: torch.Tensor,
+        h: torch.Tensor,
+        recurrent_weight: torch.Tensor,
+        projection: torch.Tensor,
+    ) -> LstmState:
+        """One step from the input half of the pre-activations ``(2, n, 4H)``, gate blocks in
+        the order of :meth:`BiLstmLayer.step_weights`."""
+        gates = torch.baddbmm(gates_in, h, recurrent_weight)
         i, f, o, j2 = torch.sigmoid(gates).chunk(4, dim=2)
         c = torch.addcmul(f * c, i, 2.0 * j2 - 1.0)  # the in-place step's arithmetic, bit for bit
         if self.cell_clip is not None:
@@ -191,9 +194,17 @@ class ElmoLstm(nn.Module):
             h = h.clamp(-self.proj_clip, self.proj_clip)
         return c, h
 
-    def _step_in_place(self, gates: torch.Tensor, c: torch.Tensor, projection: torch.Tensor) -> LstmState:
-        """:meth:`_step` without autograd, reusing buffers (``c`` is updated in place)."""
-        i, f, o, j = gates.sigmoid_().chunk(4, dim=2)
+    def _step_in_place(
+        self,
+        gates_in: torch.Tensor,
+        c: torch.Tensor,
+        h: torch.Tensor,
+        recurrent_weight: torch.Tensor,
+        projection: torch.Tensor,
+    ) -> LstmState:
+        """:meth:`_step` without autograd, reusing buffers: the recurrent half is added into
+        ``gates_in`` (saving a copy of every step's pre-activations) and ``c`` is updated in place."""
+        i, f, o, j = gates_in.baddbmm_(h, recurrent_weight).sigmoid_().chunk(4, dim=2)
         j.mul_(2.0).sub_(1.0)
         c.mul_(f).addcmul_(i, j)
         if self.cell_clip is not None:
