@@ -345,3 +345,12 @@ def test_training_recurrence_is_bit_identical_to_inference(model_dir, fixture_se
     with torch.no_grad():
         expected, _ = reference.embed_batch(sentences)
     assert layers.requires_grad and torch.equal(layers.detach(), expected)
+
+
+def test_init_from_takes_model_names_and_names_the_setting_when_unknown(tmp_path):
+    from spacy_elmo.pretrain.model import load_bilm
+
+    bilm = load_bilm("default", dropout=0.1)
+    assert bilm.training and bilm.lstm.dropout == 0.1
+    with pytest.raises(PretrainConfigError, match=r"\[training\] init_from = .*nor an existing directory"):
+        load_bilm(tmp_path / "missing", dropout=0.1)

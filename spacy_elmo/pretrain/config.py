@@ -113,7 +113,7 @@ class TrainingConfig:
     n_samples: int = _setting(8192, "negative samples per batch of the sampled softmax", minimum=1)
     adaptive_cutoffs: List[int] = _setting([2000, 10000], "cluster boundaries of the adaptive softmax (those >= vocab size are dropped)")
     adaptive_div_value: float = _setting(4.0, "size ratio between successive adaptive softmax clusters", minimum=1)
-    init_from: Optional[str] = _setting(None, "fine-tune: a directory with options.json + weights.hdf5 ([model] is then ignored)")
+    init_from: Optional[str] = _setting(None, "fine-tune: 'default', a published model name or a directory with options.json + weights.hdf5 ([model] is then ignored)")
     warmup_softmax_steps: int = _setting(0, "fine-tune: train only the fresh softmax (biLM frozen) for this many steps", minimum=0)
     unfreeze: str = _setting("all", "after the softmax warm-up: 'all' at once or 'gradual' (top LSTM layer first, token encoder last)", choices=("all", "gradual"))
     unfreeze_interval: int = _setting(1000, "'gradual': steps between unfreezing one more block", minimum=1)

@@ -13,6 +13,7 @@ from torch import nn
 
 from ..bilm.model import ElmoBiLM
 from ..bilm.options import ElmoOptions
+from ..bilm.pretrained import resolve_model
 from ..errors import ElmoError
 from .errors import PretrainConfigError
 
@@ -27,20 +28,13 @@ def build_bilm(options: ElmoOptions, dropout: float) -> ElmoBiLM:
     return bilm.train()
 
 
-def load_bilm(directory: PathLike, dropout: float) -> ElmoBiLM:
-    """A published-layout biLM (``options.json`` + ``weights.hdf5``) to fine-tune."""
-    directory = Path(directory)
-    options_path, weights_path = directory / "options.json", directory / "weights.hdf5"
-    if not options_path.is_file() or not weights_path.is_file():
-        raise PretrainConfigError(
-            f"[training] init_from = {str(directory)!r} must be a directory holding options.json and "
-            f"weights.hdf5 (e.g. a model-best/ from an earlier run); "
-            f"{'options.json' if not options_path.is_file() else 'weights.hdf5'} is missing."
-        )
+def load_bilm(source: PathLike, dropout: float) -> ElmoBiLM:
+    """A biLM in the published layout to fine-tune: ``default``, a published model name, or a
+    directory holding ``options.json`` + ``weights.hdf5`` (e.g. an earlier run's model-best/)."""
     try:
-        loaded = ElmoBiLM.from_files(options_path, weights_path, token_cache_size=0)
+        loaded = ElmoBiLM.from_files(*resolve_model(source), token_cache_size=0)
     except ElmoError as err:
-        raise PretrainConfigError(f"[training] init_from: {err}") from None
+        raise PretrainConfigError(f"[training] init_from = {str(source)!r}: {err}") from None
     loaded.lstm.dropout = dropout
     return loaded.train()
 
