@@ -1,0 +1,79 @@
+"""Writing files so that a crash never leaves a partial one: the one place that does it.
+
+Every file spacy-elmo writes (weights, vocabularies, logs, checkpoints, pipeline data) is
+written under a temporary name beside its target, flushed to disk, and renamed into place.
+A reader therefore sees the old file or the new one, never half of one. Temporary names
+start with ``.`` and contain ``.tmp-`` so that :func:`remove_orphans` can find the ones a
+killed process left behind.
+"""
+
+import os
+import shutil
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, List, Union
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+TMP_MARK = ".tmp-"
+
+
+def temporary_name(target: Path) -> Path:
+    """A fresh hidden sibling of ``target`` that :func:`remove_orphans` recognises."""
+    return target.with_name(f".{target.name}{TMP_MARK}{uuid.uuid4().hex[:12]}")
+
+
+def fsync_path(path: Path) -> None:
+    """Flush a file (or a directory's entries) to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_path(target: PathLike) -> Iterator[Path]:
+    """Yield a temporary path to write; on success it is flushed and renamed to ``target``.
+
+    On any exception the temporary file is removed and ``target`` is left as it was.
+    """
+    target = Path(target)
+    tmp = temporary_name(target)
+    try:
+        yield tmp
+        fsync_path(tmp)
+        os.replace(tmp, target)
+        fsync_path(target.parent)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_bytes_atomic(target: PathLike, data: bytes) -> None:
+    """Write ``data`` to ``target`` atomically."""
+    with atomic_path(target) as tmp:
+        with open(tmp, "xb") as out:
+            out.write(data)
+
+
+def write_text_atomic(target: PathLike, text: str) -> None:
+    """Write UTF-8 ``text`` to ``target`` atomically."""
+    write_bytes_atomic(target, text.encode("utf-8"))
+
+
+def remove_orphans(directory: PathLike) -> List[Path]:
+    """Delete temporary files and folders a killed writer left in ``directory``; return them."""
+    directory = Path(directory)
+    removed: List[Path] = []
+    if not directory.is_dir():
+        return removed
+    for path in directory.iterdir():
+        if path.name.startswith(".") and TMP_MARK in path.name:
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
