@@ -1,4 +1,4 @@
-"""Tokens to the character ids the ELMo biLM reads (reference §1).
+"""Tokens to the character ids the ELMo biLM reads (docs/design.md §1).
 
 Every token becomes ``max_chars`` ids: begin-of-word, its UTF-8 bytes (cut to
 ``max_chars - 2``), end-of-word, then the padding character; all ids are shifted by +1

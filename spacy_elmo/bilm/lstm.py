@@ -1,4 +1,4 @@
-"""The forward and backward LSTM stacks of the biLM (reference §3).
+"""The forward and backward LSTM stacks of the biLM (docs/design.md §3).
 
 Both directions run in the same loop: the backward stack reads every row reversed within
 its length, so that in its own time axis real steps come first, exactly as in the forward
@@ -216,7 +216,7 @@ class ElmoLstm(nn.Module):
         return c, h
 
     def load_arrays(self, arrays: Dict[str, np.ndarray]) -> None:
-        """Copy weights from the published HDF5 layout (reference §7)."""
+        """Copy weights from the published HDF5 layout (docs/design.md §7)."""
         with torch.no_grad():
             for index, layer in enumerate(self.layers):
                 P = layer.recurrent_weight.shape[1]

@@ -32,14 +32,14 @@ os.register_at_fork(after_in_child=_one_thread_in_forked_child)
 
 
 class ElmoBiLM(nn.Module):
-    """Char CNN → highway → projection → forward and backward LSTM stacks (reference §2–5).
+    """Char CNN → highway → projection → forward and backward LSTM stacks (docs/design.md §2–5).
 
     ``forward`` returns every layer, ``(L+1, B, T, 2P)``, with ``<S>``/``</S>`` removed and
     zeros at padded slots: layer 0 is the token vector twice, layer ``l`` is
     ``[forward_l, backward_l]``. Stateless by default (every sentence starts from zero
     state, so outputs never depend on the rest of the batch). With ``stateful=True`` row
     ``i`` of each batch starts from the final state of row ``i`` of the previous batch, as in
-    AllenNLP and bilm-tf (reference §4).
+    AllenNLP and bilm-tf (docs/design.md §4).
     """
 
     def __init__(

@@ -1,4 +1,4 @@
-"""The biLM hyper-parameters of an ``options.json`` file (reference §7), validated."""
+"""The biLM hyper-parameters of an ``options.json`` file (docs/design.md §7), validated."""
 
 import json
 from dataclasses import dataclass, field
@@ -148,7 +148,7 @@ class ElmoOptions:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
 
     def expected_shapes(self) -> Dict[str, Tuple[int, ...]]:
-        """Every dataset of the published ``weights.hdf5`` layout (reference §7) with its shape."""
+        """Every dataset of the published ``weights.hdf5`` layout (docs/design.md §7) with its shape."""
         d_c, F, P, H = self.char_embedding_dim, self.n_filters, self.projection_dim, self.lstm_dim
         shapes: Dict[str, Tuple[int, ...]] = {"char_embed": (261, d_c)}
         for i, (width, count) in enumerate(self.filters):

@@ -1,6 +1,6 @@
 """Find a biLM's ``options.json`` + ``weights.hdf5``: a model directory or a published model.
 
-Published models (reference §8) are downloaded once into a cache directory, atomically and
+Published models (docs/design.md §8) are downloaded once into a cache directory, atomically and
 verified, so a cached pair can be used without touching the network again.
 """
 

@@ -1,4 +1,4 @@
-"""Context-insensitive token representations: char CNN → highway → projection (reference §2)."""
+"""Context-insensitive token representations: char CNN → highway → projection (docs/design.md §2)."""
 
 from typing import Dict
 
@@ -64,7 +64,7 @@ class TokenEncoder(nn.Module):
         return torch.addmm(self.projection_bias, x, self.projection)
 
     def load_arrays(self, arrays: Dict[str, np.ndarray]) -> None:
-        """Copy weights from the published HDF5 layout (reference §7)."""
+        """Copy weights from the published HDF5 layout (docs/design.md §7)."""
         with torch.no_grad():
             embed = torch.from_numpy(arrays["char_embed"])
             self.char_embedding.zero_()

@@ -1,4 +1,4 @@
-"""Read, validate and write the published ``weights.hdf5`` layout (reference §7).
+"""Read, validate and write the published ``weights.hdf5`` layout (docs/design.md §7).
 
 Pure NumPy/h5py: every dataset the options need is checked by name and shape before
 anything is built from it, so a wrong file fails here with a message a user can act on.

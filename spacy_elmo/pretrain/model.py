@@ -1,5 +1,5 @@
 """The trainable biLM: :class:`ElmoBiLM` initialised as bilm-tf or from files, with dropout
-on the input of every LSTM layer (reference §9, bilm-tf's input keep-prob 0.9). One difference
+on the input of every LSTM layer (docs/design.md §9, bilm-tf's input keep-prob 0.9). One difference
 from bilm-tf: the residual connection of layers ≥ 1 adds the layer's input *before* dropout
 (bilm-tf adds the dropped-out input).
 """
@@ -41,7 +41,7 @@ def load_bilm(source: PathLike, dropout: float) -> ElmoBiLM:
 
 @torch.no_grad()
 def initialize(bilm: ElmoBiLM) -> None:
-    """bilm-tf's initialisation (reference §9), using torch's global generator."""
+    """bilm-tf's initialisation (docs/design.md §9), using torch's global generator."""
     options = bilm.options
     encoder = bilm.token_encoder
     n_filters = options.n_filters
