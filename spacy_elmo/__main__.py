@@ -1,4 +1,5 @@
-"""Command line: ``python -m spacy_elmo download NAME`` and ``python -m spacy_elmo pretrain CONFIG OUTPUT_DIR``."""
+"""Command line: ``python -m spacy_elmo download NAME``, ``pretrain CONFIG OUTPUT_DIR``, ``embed INPUT OUTPUT``
+and ``embed-merge OUT SHARD...``."""
 
 import argparse
 import sys
@@ -15,6 +16,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         from .pretrain.cli import main as pretrain_main
 
         return pretrain_main(argv[1:], prog="python -m spacy_elmo pretrain")
+    if argv and argv[0] in ("embed", "embed-merge"):
+        from .embed.cli import embed_main, merge_main
+
+        run = embed_main if argv[0] == "embed" else merge_main
+        return run(argv[1:], prog=f"python -m spacy_elmo {argv[0]}")
     parser = argparse.ArgumentParser(prog="python -m spacy_elmo", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     download = commands.add_parser("download", help="Download a published biLM into the cache.")
@@ -24,6 +30,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         "pretrain",
         add_help=False,
         help="Pretrain or fine-tune a biLM from a config file (python -m spacy_elmo pretrain --help).",
+    )
+    commands.add_parser(
+        "embed", add_help=False, help="Embed a corpus into AllenNLP's HDF5 layout (python -m spacy_elmo embed --help)."
+    )
+    commands.add_parser(
+        "embed-merge", add_help=False, help="Merge the shard files of embed --shard I/N (python -m spacy_elmo embed-merge --help)."
     )
     args = parser.parse_args(argv)
     try:
