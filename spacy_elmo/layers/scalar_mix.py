@@ -2,7 +2,9 @@
 
 ``w`` starts at 0 (uniform weights) and ``γ`` at 1. An optional L2 penalty ``λ Σ w²`` (the
 paper used λ = 0.001) is added as its gradient, ``2λw``, since Thinc layers have no loss
-of their own; optional dropout applies to the mixed vectors.
+of their own; optional dropout applies to the mixed vectors. With ``layer_norm`` each layer
+is first standardised by one mean and variance over every token and dimension of the batch,
+as the upstream ``do_layer_norm`` (docs/design.md §6).
 """
 
 from typing import Callable, List, Optional, Tuple
@@ -11,7 +13,12 @@ from thinc.api import Model
 from thinc.types import Floats1d, Floats2d, Floats3d
 
 
-def ScalarMix(n_layers: Optional[int] = None, l2_penalty: float = 0.0, dropout: float = 0.0) -> Model[List[Floats3d], List[Floats2d]]:
+LAYER_NORM_EPS = 1e-12
+
+
+def ScalarMix(
+    n_layers: Optional[int] = None, l2_penalty: float = 0.0, dropout: float = 0.0, layer_norm: bool = False
+) -> Model[List[Floats3d], List[Floats2d]]:
     """Mix ``(L+1, n, width)`` layer stacks into ``(n, width)`` with learned weights."""
     if l2_penalty < 0:
         raise ValueError(f"l2_penalty must be >= 0, got {l2_penalty!r}.")
@@ -23,7 +30,7 @@ def ScalarMix(n_layers: Optional[int] = None, l2_penalty: float = 0.0, dropout: 
         init=init,
         dims={"nL": n_layers},
         params={"weights": None, "gamma": None},
-        attrs={"l2_penalty": l2_penalty, "dropout_rate": dropout},
+        attrs={"l2_penalty": l2_penalty, "dropout_rate": dropout, "layer_norm": layer_norm},
     )
 
 
@@ -42,8 +49,33 @@ def mix_coefficients(model: Model) -> Floats1d:
     return model.ops.softmax(model.get_param("weights"))
 
 
+def _normalise(ops, layers: List[Floats3d]) -> Tuple[List[Floats3d], Callable[[List[Floats3d]], List[Floats3d]]]:
+    """Standardise each layer by its mean and variance over the whole batch; with the backward pass."""
+    xp = ops.xp
+    count = sum(X.shape[1] * X.shape[2] for X in layers)
+    if count == 0:
+        return layers, lambda d_normed: d_normed
+    mean = sum(X.sum(axis=(1, 2)) for X in layers) / count
+    var = sum(((X - mean[:, None, None]) ** 2).sum(axis=(1, 2)) for X in layers) / count
+    inv_std = 1.0 / xp.sqrt(var + LAYER_NORM_EPS)
+    normed = [(X - mean[:, None, None]) * inv_std[:, None, None] for X in layers]
+
+    def backprop(d_normed: List[Floats3d]) -> List[Floats3d]:
+        d_mean = sum(d.sum(axis=(1, 2)) for d in d_normed) / count
+        d_dot = sum((d * N).sum(axis=(1, 2)) for d, N in zip(d_normed, normed)) / count
+        return [
+            inv_std[:, None, None] * (d - d_mean[:, None, None] - N * d_dot[:, None, None])
+            for d, N in zip(d_normed, normed)
+        ]
+
+    return normed, backprop
+
+
 def forward(model: Model, layers: List[Floats3d], is_train: bool) -> Tuple[List[Floats2d], Callable]:
     ops = model.ops
+    backprop_norm = None
+    if model.attrs.get("layer_norm"):
+        layers, backprop_norm = _normalise(ops, layers)
     weights, gamma = model.get_param("weights"), model.get_param("gamma")
     s = ops.softmax(weights)
     scale = gamma[0]
@@ -70,6 +102,6 @@ def forward(model: Model, layers: List[Floats3d], is_train: bool) -> Tuple[List[
             d_weights += 2.0 * model.attrs["l2_penalty"] * weights
         model.inc_grad("weights", d_weights)
         model.inc_grad("gamma", d_gamma)
-        return d_layers
+        return backprop_norm(d_layers) if backprop_norm is not None else d_layers
 
     return outputs, backprop

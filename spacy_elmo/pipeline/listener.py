@@ -83,6 +83,7 @@ def ElmoListener_v1(
     grad_factor: float = 1.0,
     l2_penalty: float = 0.0,
     dropout: float = 0.0,
+    layer_norm: bool = False,
 ) -> Model[List[Doc], List[Floats2d]]:
     """The upstream ``elmo`` layers mixed by this task's own learned scalar mix.
 
@@ -90,9 +91,10 @@ def ElmoListener_v1(
     grad_factor: scales the gradient sent to the biLM (0 keeps it unchanged by this task).
     l2_penalty: λ of the penalty λ Σ w² on the mix weights (the paper used 0.001).
     dropout: dropout on the mixed vectors during training.
+    layer_norm: standardise each layer over the batch before mixing (upstream ``do_layer_norm``).
     """
     listener = ElmoListener(upstream, grad_factor)
-    model = chain(listener, ScalarMix(l2_penalty=l2_penalty, dropout=dropout))
+    model = chain(listener, ScalarMix(l2_penalty=l2_penalty, dropout=dropout, layer_norm=layer_norm))
     model.set_ref("listener", listener)
     return model
 
