@@ -86,7 +86,7 @@ def embed_corpus(
     """
     settings.validate()
     input_path, output = Path(input_path), Path(output_path)
-    _check_output(output, force)
+    check_output(output, force)
     tokenizer_name, tokenize = make_tokenizer(settings.spacy_lang)
     scan = scan_corpus(input_path, settings.shard, settings.encoding_errors)
     bilm.eval()
@@ -128,7 +128,8 @@ def embed_corpus(
     )
 
 
-def _check_output(output: Path, force: bool) -> None:
+def check_output(output: Path, force: bool) -> None:
+    """Refuse a directory, a missing parent directory, or an existing OUTPUT without ``force``."""
     if output.is_dir():
         raise EmbedOutputError(f"OUTPUT {output} is a directory; pass the path of the .hdf5 file to write.")
     if output.exists() and not force:
