@@ -1,4 +1,4 @@
-"""The biLM against AllenNLP's fixtures (reference §2–5), and its save/load round trip."""
+"""The biLM: AllenNLP's regression fixtures (shared data), and its behaviour on a tiny random biLM."""
 
 import importlib.util
 import json
@@ -37,10 +37,22 @@ def test_stateless_layers_match_fixture_in_any_batch_composition(shared, fixture
         _assert_layers(output, expected[key], **TIGHT)
 
 
-def test_token_cache_changes_nothing(fixture_model, fixture_sentences):
-    sentences = [s for stream in fixture_sentences for s in stream]
-    plain = ElmoBiLM.from_files(*fixture_model, token_cache_size=0).embed_sentences(sentences, batch_size=4)
-    cached = ElmoBiLM.from_files(*fixture_model, token_cache_size=64)
+def test_stateless_layers_do_not_depend_on_batch_composition(tiny_model, tiny_sentences):
+    sentences = [s for stream in tiny_sentences for s in stream]
+    alone = ElmoBiLM.from_files(*tiny_model, token_cache_size=0).embed_sentences(sentences, batch_size=1)
+    for batch_size in (3, 7, 30):
+        order = list(range(len(sentences)))
+        random.Random(batch_size).shuffle(order)
+        bilm = ElmoBiLM.from_files(*tiny_model, token_cache_size=50 if batch_size == 7 else 0)
+        outputs = bilm.embed_sentences([sentences[i] for i in order], batch_size=batch_size)
+        for i, output in zip(order, outputs):
+            _assert_layers(output, alone[i], **TIGHT)
+
+
+def test_token_cache_changes_nothing(tiny_model, tiny_sentences):
+    sentences = [s for stream in tiny_sentences for s in stream]
+    plain = ElmoBiLM.from_files(*tiny_model, token_cache_size=0).embed_sentences(sentences, batch_size=4)
+    cached = ElmoBiLM.from_files(*tiny_model, token_cache_size=64)
     for _ in range(2):
         for a, b in zip(plain, cached.embed_sentences(sentences, batch_size=4)):
             np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-5)
@@ -73,9 +85,9 @@ def test_upstream_stateful_protocol(shared, fixture_model, fixture_sentences):
             f.close()
 
 
-def test_stateful_depends_on_history_and_reset_restores_fresh_state(fixture_model, fixture_sentences):
-    bilm = ElmoBiLM.from_files(*fixture_model, stateful=True)
-    batch = [fixture_sentences[k][0] for k in range(3)]
+def test_stateful_depends_on_history_and_reset_restores_fresh_state(tiny_model, tiny_sentences):
+    bilm = ElmoBiLM.from_files(*tiny_model, stateful=True)
+    batch = [tiny_sentences[k][0] for k in range(3)]
     first = bilm.embed_sentences(batch)
     second = bilm.embed_sentences(batch)
     assert np.abs(first[0][2] - second[0][2]).max() > 1e-2
@@ -84,10 +96,10 @@ def test_stateful_depends_on_history_and_reset_restores_fresh_state(fixture_mode
     np.testing.assert_array_equal(first[0], again[0])
 
 
-def test_stateful_smaller_batch_keeps_other_slots(fixture_model, fixture_sentences):
+def test_stateful_smaller_batch_keeps_other_slots(tiny_model, tiny_sentences):
     """Reference §4: slots beyond a smaller batch keep their state."""
-    a, b = ElmoBiLM.from_files(*fixture_model, stateful=True), ElmoBiLM.from_files(*fixture_model, stateful=True)
-    s = fixture_sentences
+    a, b = ElmoBiLM.from_files(*tiny_model, stateful=True), ElmoBiLM.from_files(*tiny_model, stateful=True)
+    s = tiny_sentences
     a.embed_sentences([s[0][0], s[1][0], s[2][0]])
     a.embed_sentences([s[0][1]])
     b.embed_sentences([s[0][0], s[1][0], s[2][0]])
@@ -112,8 +124,18 @@ def test_token_layer_matches_fixture(shared, fixture_model):
     np.testing.assert_array_equal(layers[0, :, :16], layers[0, :, 16:])
 
 
-def test_padded_slots_are_zero_and_empty_sentences_work(fixture_model):
-    bilm = ElmoBiLM.from_files(*fixture_model)
+def test_token_layer_is_the_token_encoder_output_twice(tiny_model, tiny_sentences):
+    words = sorted({w for stream in tiny_sentences for s in stream for w in s})
+    bilm = ElmoBiLM.from_files(*tiny_model)
+    with torch.no_grad():
+        expected = bilm.token_encoder(torch.from_numpy(encode_tokens(words))).numpy()
+    layers = bilm.embed_sentences([words])[0]
+    _assert_layers(layers[0, :, :16], expected, **TIGHT)
+    np.testing.assert_array_equal(layers[0, :, :16], layers[0, :, 16:])
+
+
+def test_padded_slots_are_zero_and_empty_sentences_work(tiny_model):
+    bilm = ElmoBiLM.from_files(*tiny_model)
     with torch.no_grad():
         layers, lengths = bilm.embed_batch([["a", "b", "c"], [], ["d"]])
     assert layers.shape == (3, 3, 3, 32)
@@ -123,21 +145,24 @@ def test_padded_slots_are_zero_and_empty_sentences_work(fixture_model):
     assert bilm.embed_sentences([]) == []
 
 
-def test_save_load_round_trip_is_bit_identical(fixture_model, fixture_sentences, tmp_path):
-    bilm = ElmoBiLM.from_files(*fixture_model)
+def test_save_load_round_trip_is_bit_identical(tiny_model, tiny_sentences, tmp_path):
+    bilm = ElmoBiLM.from_files(*tiny_model)
     bilm.save(tmp_path / "copy")
-    original = read_weights(fixture_model[1], bilm.options)
+    original = read_weights(tiny_model[1], bilm.options)
     saved = read_weights(tmp_path / "copy" / "weights.hdf5", bilm.options)
     assert original.keys() == saved.keys()
     for name in original:
         np.testing.assert_array_equal(original[name], saved[name], err_msg=name)
-    assert json.loads((tmp_path / "copy" / "options.json").read_text()) == json.loads(fixture_model[0].read_text())
+    assert json.loads((tmp_path / "copy" / "options.json").read_text()) == json.loads(tiny_model[0].read_text())
     reloaded = ElmoBiLM.from_pretrained(tmp_path / "copy")
-    sentences = fixture_sentences[0]
-    for a, b in zip(bilm.embed_sentences(sentences), reloaded.embed_sentences(sentences)):
+    sentences = tiny_sentences[0]
+    expected = bilm.embed_sentences(sentences)
+    for a, b in zip(expected, reloaded.embed_sentences(sentences)):
         np.testing.assert_array_equal(a, b)
+    # A fresh copy, as the others were when they ran: the token cache then holds the same vectors.
     from_bytes = ElmoBiLM.from_bytes(bilm.to_bytes())
-    np.testing.assert_array_equal(from_bytes.embed_sentences(sentences[:1])[0], bilm.embed_sentences(sentences[:1])[0])
+    for a, b in zip(expected, from_bytes.embed_sentences(sentences)):
+        np.testing.assert_array_equal(a, b)
 
 
 def _load_comparator(shared):
@@ -165,8 +190,17 @@ def test_without_skip_connections_matches_independent_comparator(shared, fixture
         assert np.abs(a[2] - s[2]).max() > 0.1
 
 
-def test_gradients_reach_every_parameter(fixture_model):
-    bilm = ElmoBiLM.from_files(*fixture_model).train()
+def test_skip_connections_change_only_the_layers_above_the_first_lstm_layer(tiny_model, tiny_model_no_skip, tiny_sentences):
+    sentences = tiny_sentences[1]
+    with_skip = ElmoBiLM.from_files(*tiny_model).embed_sentences(sentences)
+    without = ElmoBiLM.from_files(*tiny_model_no_skip).embed_sentences(sentences)
+    for a, s in zip(without, with_skip):
+        _assert_layers(a[:2], s[:2], **TIGHT)  # token layer and first LSTM layer: no residual below them
+        assert np.abs(a[2] - s[2]).max() > 0.1
+
+
+def test_gradients_reach_every_parameter(tiny_model):
+    bilm = ElmoBiLM.from_files(*tiny_model).train()
     layers, _ = bilm.embed_batch([["The", "cat", "sat"], ["A", "dog"]])
     layers.sum().backward()
     missing = [name for name, p in bilm.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]

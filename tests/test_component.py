@@ -143,7 +143,7 @@ def test_mismatched_options_name_dataset_and_shapes(model_dir, tmp_path):
     options = json.loads((model_dir / "options.json").read_text())
     options["lstm"]["projection_dim"] = 32
     (model_dir / "options.json").write_text(json.dumps(options))
-    with pytest.raises(ElmoWeightsError, match=r"CNN_proj/W_proj.*\(124, 16\).*\(124, 32\)"):
+    with pytest.raises(ElmoWeightsError, match=r"CNN_proj/W_proj.*\(28, 16\).*\(28, 32\)"):
         _nlp(model_dir)(TEXT)
 
 

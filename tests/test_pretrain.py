@@ -17,7 +17,7 @@ from spacy_elmo import ElmoBiLM
 from spacy_elmo.__main__ import main as cli_main
 from spacy_elmo.bilm.weights_io import read_weights
 from spacy_elmo.bilm.options import ElmoOptions
-from spacy_elmo.pretrain import CheckpointError, PretrainConfigError, TrainingDivergedError, load_config, pretrain
+from spacy_elmo.pretrain import CheckpointError, OutputDirError, PretrainConfigError, TrainingDivergedError, load_config, pretrain
 from spacy_elmo.pretrain.data import BatchStream, SentenceReader, make_batch
 from spacy_elmo.pretrain.objective import SampledSoftmax
 from spacy_elmo.pretrain.vocab import Vocab
@@ -131,25 +131,43 @@ def wiki_run(shared, tmp_path_factory):
     return pretrain(folder / "tiny.cfg", folder / "out", overrides=overrides, progress=False)
 
 
-def test_training_lowers_heldout_perplexity(wiki_run):
-    evals = _log(wiki_run.output_dir, "eval")
+@pytest.fixture(scope="module")
+def synthetic_run(corpus, tmp_path_factory):
+    """The same kind of run on the synthetic corpus: no shared data needed."""
+    overrides = _overrides(
+        corpus, training__max_steps=40, training__log_every=10, training__eval_every=20, training__softmax="adaptive", training__adaptive_cutoffs=[10, 30]
+    )
+    return pretrain(corpus / "tiny.cfg", tmp_path_factory.mktemp("synthetic") / "out", overrides=overrides, progress=False)
+
+
+RUNS = ["synthetic_run", pytest.param("wiki_run", marks=pytest.mark.slow)]
+
+
+@pytest.mark.parametrize("run_name", RUNS)
+def test_training_lowers_heldout_perplexity(run_name, request):
+    run = request.getfixturevalue(run_name)
+    steps = json.loads((run.output_dir / "metrics.json").read_text())["steps"]
+    assert steps == {"synthetic_run": 40, "wiki_run": 200}[run_name]
+    evals = _log(run.output_dir, "eval")
     first, last = evals[0], evals[-1]
-    assert first["step"] == 0 and last["step"] == 200
+    assert first["step"] == 0 and last["step"] == steps
     assert last["dev"]["ppl"] < 0.5 * first["dev"]["ppl"]
     for key in ("ppl_forward", "ppl_backward", "oov_rate"):
         assert key in last["dev"]
-    metrics = json.loads((wiki_run.output_dir / "metrics.json").read_text())
-    assert metrics["steps"] == 200 and metrics["tokens"] > 0 and metrics["tokens_per_s"] > 0
+    metrics = json.loads((run.output_dir / "metrics.json").read_text())
+    assert metrics["tokens"] > 0 and metrics["tokens_per_s"] > 0
     assert metrics["dev"]["ppl"] == pytest.approx(last["dev"]["ppl"])
-    assert metrics["best_dev"]["step"] == 200
-    vocab = (wiki_run.output_dir / "vocab.txt").read_text(encoding="utf-8").split("\n")
+    assert metrics["best_dev"]["step"] == steps
+    vocab = (run.output_dir / "vocab.txt").read_text(encoding="utf-8").split("\n")
     assert vocab[:3] == ["<S>", "</S>", "<UNK>"]
 
 
-def test_export_loads_with_identical_outputs(wiki_run):
-    trained = wiki_run.objective.bilm.eval()
+@pytest.mark.parametrize("run_name", RUNS)
+def test_export_loads_with_identical_outputs(run_name, request):
+    run = request.getfixturevalue(run_name)
+    trained = run.objective.bilm.eval()
     for name in ("model-last", "model-best"):
-        folder = wiki_run.output_dir / name
+        folder = run.output_dir / name
         loaded = ElmoBiLM.from_files(folder / "options.json", folder / "weights.hdf5")
         sentences = [["The", "river", "flows", "north", "."], ["Population", "grew", "in", "1990", "."], ["Hi"]]
         with torch.no_grad():
@@ -159,11 +177,13 @@ def test_export_loads_with_identical_outputs(wiki_run):
             assert np.array_equal(a, b)
 
 
-def test_elmo_component_loads_the_export(wiki_run):
+@pytest.mark.parametrize("run_name", RUNS)
+def test_elmo_component_loads_the_export(run_name, request):
     import spacy
 
+    run = request.getfixturevalue(run_name)
     nlp = spacy.blank("en")
-    nlp.add_pipe("elmo", config={"model": {"weights": str(wiki_run.output_dir / "model-best")}})
+    nlp.add_pipe("elmo", config={"model": {"weights": str(run.output_dir / "model-best")}})
     doc = nlp("The river flows north.")
     assert doc.tensor.shape == (5, 32)
 
@@ -234,6 +254,7 @@ def test_finetuning_warms_up_the_softmax_then_unfreezes_gradually(corpus, model_
     assert _options(out / "model-last") == _options(model_dir)
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_keep_identical_replicas(corpus, tmp_path):
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -292,13 +313,13 @@ def test_sampled_softmax_full_in_eval_and_log_q_corrected_in_training():
 def test_corrupt_checkpoint_gives_a_clear_error(corpus, tmp_path):
     out = tmp_path / "run"
     pretrain(corpus / "tiny.cfg", out, overrides=_overrides(corpus, training__max_steps=2), progress=False)
-    state = out / "checkpoint" / "state.pt"
+    state = out / "checkpoint-2" / "state.pt"
     state.write_bytes(state.read_bytes()[:500])
     with pytest.raises(CheckpointError) as err:
         pretrain(corpus / "tiny.cfg", out, overrides=_overrides(corpus, training__max_steps=4), resume=True, progress=False)
     message = str(err.value)
-    assert str(state) in message and "Delete" in message and "without --resume" in message
-    with pytest.raises(CheckpointError, match="--resume"):
+    assert str(state) in message and "truncated" in message and "--overwrite" in message and "new OUTPUT_DIR" in message
+    with pytest.raises(OutputDirError, match="pass --resume to continue"):
         pretrain(corpus / "tiny.cfg", out, overrides=_overrides(corpus), progress=False)
     with pytest.raises(CheckpointError, match="No checkpoint"):
         pretrain(corpus / "tiny.cfg", tmp_path / "empty", overrides=_overrides(corpus), resume=True, progress=False)
@@ -314,8 +335,8 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(corpus, tm
     message = str(err.value)
     assert "diverged at step" in message and "learn_rate" in message and "grad_clip" in message
     step = int(message.split("diverged at step ")[1].split(":")[0])
-    meta = json.loads((out / "checkpoint" / "meta.json").read_text())
-    assert meta["step"] == step - 1
+    meta = json.loads((out / f"checkpoint-{step - 1}" / "meta.json").read_text())
+    assert meta["step"] == step - 1 and f"checkpoint-{step - 1}" in message
     assert _log(out, "diverged")[0]["step"] == step
 
 
@@ -335,12 +356,12 @@ def test_shipped_configs_are_valid(name):
     assert config.model is not None and config.paths.train == "train.txt"
 
 
-def test_training_recurrence_is_bit_identical_to_inference(model_dir, fixture_sentences):
+def test_training_recurrence_is_bit_identical_to_inference(model_dir, tiny_sentences):
     from spacy_elmo.pretrain.model import load_bilm
 
     trained = load_bilm(model_dir, dropout=0.1).eval()
     reference = ElmoBiLM.from_files(model_dir / "options.json", model_dir / "weights.hdf5", token_cache_size=0)
-    sentences = [s for stream in fixture_sentences for s in stream][:12]
+    sentences = [s for stream in tiny_sentences for s in stream][:12]
     layers, _ = trained.embed_batch(sentences)  # gradients enabled: the stacked recurrence
     with torch.no_grad():
         expected, _ = reference.embed_batch(sentences)

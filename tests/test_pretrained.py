@@ -76,7 +76,7 @@ def _publish(root: Path, stem: str, options_bytes: bytes, weights_bytes: bytes) 
 
 @pytest.fixture
 def mirror(tmp_path, monkeypatch, request):
-    """A local mirror serving the fixture model under the 'small' file names."""
+    """A local HTTP mirror (tests publish the tiny biLM on it under the 'small' file names)."""
     handler = getattr(request, "param", _CountingHandler)
     root = tmp_path / "mirror"
     root.mkdir()
@@ -100,9 +100,9 @@ def _files(folder: Path):
     return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")) if folder.exists() else []
 
 
-def test_download_then_cached(mirror, cache, fixture_model):
+def test_download_then_cached(mirror, cache, tiny_model):
     root, requests = mirror
-    options_src, weights_src = fixture_model
+    options_src, weights_src = tiny_model
     _publish(root, SMALL, options_src.read_bytes(), weights_src.read_bytes())
 
     options_path, weights_path = resolve_model("small")
@@ -119,9 +119,9 @@ def test_download_then_cached(mirror, cache, fixture_model):
     assert len(requests) == 2  # the second call did not touch the server
 
 
-def test_only_missing_file_is_downloaded(mirror, cache, fixture_model):
+def test_only_missing_file_is_downloaded(mirror, cache, tiny_model):
     root, requests = mirror
-    _publish(root, SMALL, fixture_model[0].read_bytes(), fixture_model[1].read_bytes())
+    _publish(root, SMALL, tiny_model[0].read_bytes(), tiny_model[1].read_bytes())
     resolve_model("small")
     (cache / SMALL / "weights.hdf5").unlink()
     requests.clear()
@@ -129,12 +129,12 @@ def test_only_missing_file_is_downloaded(mirror, cache, fixture_model):
     assert requests == [f"/{SMALL}/{SMALL}_weights.hdf5"]
 
 
-def test_download_model_explicit_cache_dir(mirror, tmp_path, fixture_model):
+def test_download_model_explicit_cache_dir(mirror, tmp_path, tiny_model):
     root, _ = mirror
-    _publish(root, SMALL, fixture_model[0].read_bytes(), fixture_model[1].read_bytes())
+    _publish(root, SMALL, tiny_model[0].read_bytes(), tiny_model[1].read_bytes())
     folder = download_model("small", cache_dir=tmp_path / "elsewhere", progress=False)
     assert folder == tmp_path / "elsewhere" / SMALL
-    assert (folder / "weights.hdf5").read_bytes() == fixture_model[1].read_bytes()
+    assert (folder / "weights.hdf5").read_bytes() == tiny_model[1].read_bytes()
 
 
 def test_unknown_name_lists_published_models(mirror):
@@ -160,10 +160,10 @@ def test_http_404_names_url_and_leaves_nothing(mirror, cache):
     assert _files(cache) == []
 
 
-def test_truncated_weights_are_rejected_and_removed(mirror, cache, fixture_model):
+def test_truncated_weights_are_rejected_and_removed(mirror, cache, tiny_model):
     root, _ = mirror
-    data = fixture_model[1].read_bytes()
-    _publish(root, SMALL, fixture_model[0].read_bytes(), data[: len(data) // 2])
+    data = tiny_model[1].read_bytes()
+    _publish(root, SMALL, tiny_model[0].read_bytes(), data[: len(data) // 2])
     with pytest.raises(ElmoDownloadError) as info:
         resolve_model("small")
     message = str(info.value)
@@ -173,26 +173,26 @@ def test_truncated_weights_are_rejected_and_removed(mirror, cache, fixture_model
 
 
 @pytest.mark.parametrize("mirror", [_ShortBodyHandler], indirect=True)
-def test_connection_closed_early(mirror, cache, fixture_model):
+def test_connection_closed_early(mirror, cache, tiny_model):
     root, _ = mirror
-    _publish(root, SMALL, fixture_model[0].read_bytes(), fixture_model[1].read_bytes())
+    _publish(root, SMALL, tiny_model[0].read_bytes(), tiny_model[1].read_bytes())
     with pytest.raises(ElmoDownloadError, match="ended after"):
         resolve_model("small")
     assert _files(cache) == []
 
 
-def test_mismatched_pair_is_rejected(mirror, cache, fixture_model):
+def test_mismatched_pair_is_rejected(mirror, cache, tiny_model):
     root, _ = mirror
-    options = fixture_model[0].read_text().replace('"projection_dim": 16', '"projection_dim": 32')
-    _publish(root, SMALL, options.encode(), fixture_model[1].read_bytes())
-    with pytest.raises(ElmoDownloadError, match=r"'CNN_proj/W_proj' has shape \(124, 16\)"):
+    options = tiny_model[0].read_text().replace('"projection_dim": 16', '"projection_dim": 32')
+    _publish(root, SMALL, options.encode(), tiny_model[1].read_bytes())
+    with pytest.raises(ElmoDownloadError, match=r"'CNN_proj/W_proj' has shape \(28, 16\)"):
         resolve_model("small")
     assert _files(cache) == []
 
 
-def test_html_instead_of_options(mirror, cache, fixture_model):
+def test_html_instead_of_options(mirror, cache, tiny_model):
     root, _ = mirror
-    _publish(root, SMALL, b"<html>Access denied</html>", fixture_model[1].read_bytes())
+    _publish(root, SMALL, b"<html>Access denied</html>", tiny_model[1].read_bytes())
     with pytest.raises(ElmoDownloadError, match="_options.json is not readable JSON"):
         resolve_model("small")
     assert _files(cache) == []
@@ -209,19 +209,19 @@ def test_unreachable_server(monkeypatch, cache):
     assert _files(cache) == []
 
 
-def test_directory_resolves_to_its_files(tmp_path, fixture_model):
+def test_directory_resolves_to_its_files(tmp_path, tiny_model):
     folder = tmp_path / "model"
     folder.mkdir()
-    (folder / "options.json").write_bytes(fixture_model[0].read_bytes())
-    (folder / "weights.hdf5").write_bytes(fixture_model[1].read_bytes())
+    (folder / "options.json").write_bytes(tiny_model[0].read_bytes())
+    (folder / "weights.hdf5").write_bytes(tiny_model[1].read_bytes())
     assert resolve_model(str(folder)) == (folder / "options.json", folder / "weights.hdf5")
     assert resolve_model(folder) == (folder / "options.json", folder / "weights.hdf5")
 
 
-def test_directory_missing_weights(tmp_path, fixture_model):
+def test_directory_missing_weights(tmp_path, tiny_model):
     folder = tmp_path / "model"
     folder.mkdir()
-    (folder / "options.json").write_bytes(fixture_model[0].read_bytes())
+    (folder / "options.json").write_bytes(tiny_model[0].read_bytes())
     (folder / "lm_weights.hdf5").write_bytes(b"")
     with pytest.raises(ElmoModelNotFoundError) as info:
         resolve_model(str(folder))
@@ -231,9 +231,9 @@ def test_directory_missing_weights(tmp_path, fixture_model):
     assert "lm_weights.hdf5" in message
 
 
-def test_file_instead_of_directory(fixture_model):
+def test_file_instead_of_directory(tiny_model):
     with pytest.raises(ElmoModelNotFoundError, match="is a file, not a model directory"):
-        resolve_model(str(fixture_model[0]))
+        resolve_model(str(tiny_model[0]))
 
 
 def test_cache_dir_defaults(monkeypatch, tmp_path):

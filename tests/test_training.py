@@ -63,9 +63,10 @@ def _mix(nlp, component="ner"):
     return node
 
 
-def test_frozen_training_learns_mix_and_keeps_bilm(model_dir, conll_slice, tmp_path):
+@pytest.mark.parametrize("corpus_name", ["synthetic_corpus", "conll_slice"])
+def test_frozen_training_learns_mix_and_keeps_bilm(model_dir, corpus_name, request, tmp_path):
     nlp = _nlp_from_config("ner_elmo.cfg", model_dir)
-    examples = _examples(nlp, conll_slice)
+    examples = _examples(nlp, request.getfixturevalue(corpus_name))
     before = None
     fix_random_seed(0)
     optimizer = nlp.initialize(lambda: examples)
@@ -99,9 +100,9 @@ def test_frozen_training_learns_mix_and_keeps_bilm(model_dir, conll_slice, tmp_p
     assert [[(e.text, e.label_) for e in doc.ents] for doc in standalone.pipe(texts)] == predicted
 
 
-def test_fine_tuning_changes_the_bilm(model_dir, conll_slice):
+def test_fine_tuning_changes_the_bilm(model_dir, synthetic_corpus):
     nlp = _nlp_from_config("ner_elmo_finetune.cfg", model_dir)
-    examples = _examples(nlp, conll_slice)[:16]
+    examples = _examples(nlp, synthetic_corpus)[:16]
     fix_random_seed(0)
     optimizer = nlp.initialize(lambda: examples)
     before = _bilm_arrays(nlp)
@@ -112,11 +113,11 @@ def test_fine_tuning_changes_the_bilm(model_dir, conll_slice):
     assert "CNN_proj/W_proj" in changed and any(name.startswith("RNN_1") for name in changed)
 
 
-def test_layer_cache_gives_the_same_training(model_dir, conll_slice):
+def test_layer_cache_gives_the_same_training(model_dir, synthetic_corpus):
     results = []
     for cache_mb in (0, 64):
         nlp = _nlp_from_config("ner_elmo.cfg", model_dir, **{"components.elmo.model.layer_cache_mb": cache_mb})
-        examples = _examples(nlp, conll_slice)[:24]
+        examples = _examples(nlp, synthetic_corpus)[:24]
         results.append((_train(nlp, examples, steps=4), mix_coefficients(_mix(nlp))))
         bilm_layer = nlp.get_pipe("elmo").model.layers[0]
         cache = getattr(bilm_layer.shims[0], "layer_cache", None)
@@ -129,7 +130,7 @@ def test_layer_cache_gives_the_same_training(model_dir, conll_slice):
     np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-5)
 
 
-def test_two_listeners_keep_their_own_mix(model_dir, conll_slice):
+def test_two_listeners_keep_their_own_mix(model_dir, synthetic_corpus):
     nlp = _nlp_from_config("ner_elmo.cfg", model_dir)
     textcat_model = {
         "@architectures": "spacy.TextCatReduce.v1",
@@ -144,7 +145,7 @@ def test_two_listeners_keep_their_own_mix(model_dir, conll_slice):
     textcat = nlp.add_pipe("textcat", config={"model": textcat_model})
     textcat.add_label("LONG")
     textcat.add_label("SHORT")
-    examples = _examples(nlp, conll_slice)[:24]
+    examples = _examples(nlp, synthetic_corpus)[:24]
     for eg in examples:
         long = len(eg.reference) > 10
         eg.reference.cats = {"LONG": float(long), "SHORT": float(not long)}
@@ -159,20 +160,21 @@ def test_two_listeners_keep_their_own_mix(model_dir, conll_slice):
         assert np.abs(mix - 1 / 3).max() > 1e-4
 
 
-def test_spacy_train_evaluate_and_package_cli(model_dir, conll_slice, tmp_path):
+@pytest.mark.slow
+def test_spacy_train_evaluate_and_package_cli(model_dir, synthetic_corpus, tmp_path):
     """The documented command lines: ``spacy train`` with the biLM chosen by override, then
     ``spacy evaluate`` and ``spacy package`` (which must declare spacy-elmo)."""
     train = [
         sys.executable, "-m", "spacy", "train", str(REPO / "configs" / "ner_elmo.cfg"),
         "--output", str(tmp_path / "out"),
-        "--paths.train", str(conll_slice), "--paths.dev", str(conll_slice),
+        "--paths.train", str(synthetic_corpus), "--paths.dev", str(synthetic_corpus),
         "--components.elmo.model.weights", str(model_dir / "weights.hdf5"),
         "--components.elmo.model.options", str(model_dir / "options.json"),
         "--training.max_steps", "6", "--training.eval_frequency", "3",
     ]
     subprocess.run(train, check=True, capture_output=True)
     best = tmp_path / "out" / "model-best"
-    evaluate = [sys.executable, "-m", "spacy", "evaluate", str(best), str(conll_slice), "--output", str(tmp_path / "metrics.json")]
+    evaluate = [sys.executable, "-m", "spacy", "evaluate", str(best), str(synthetic_corpus), "--output", str(tmp_path / "metrics.json")]
     subprocess.run(evaluate, check=True, capture_output=True)
     import json
 
@@ -184,10 +186,10 @@ def test_spacy_train_evaluate_and_package_cli(model_dir, conll_slice, tmp_path):
     assert any(req.startswith("spacy-elmo") for req in meta["requirements"])
 
 
-def test_frozen_upstream_in_annotating_components(model_dir, conll_slice):
+def test_frozen_upstream_in_annotating_components(model_dir, synthetic_corpus):
     """spaCy's other way to freeze an embedder: listeners then read ``doc._.elmo_layers``."""
     nlp = _nlp_from_config("ner_elmo.cfg", model_dir)
-    examples = _examples(nlp, conll_slice)[:16]
+    examples = _examples(nlp, synthetic_corpus)[:16]
     fix_random_seed(0)
     optimizer = nlp.initialize(lambda: examples)
     losses = {}
@@ -195,7 +197,7 @@ def test_frozen_upstream_in_annotating_components(model_dir, conll_slice):
         nlp.update(examples, sgd=optimizer, losses=losses, exclude=["elmo"], annotates=["elmo"])
     assert losses["ner"] > 0 and "elmo" not in losses
     with pytest.raises(ValueError, match="annotating"):
-        nlp.update(_examples(nlp, conll_slice)[:4], sgd=optimizer, exclude=["elmo"])
+        nlp.update(_examples(nlp, synthetic_corpus)[:4], sgd=optimizer, exclude=["elmo"])
 
 
 @pytest.mark.parametrize("name", ["ner_elmo.cfg", "ner_elmo_finetune.cfg", "ner_baseline.cfg", "textcat_elmo.cfg", "textcat_baseline.cfg"])

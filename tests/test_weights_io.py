@@ -18,13 +18,13 @@ from spacy_elmo.errors import ElmoWeightsError
 
 
 @pytest.fixture(scope="module")
-def options(fixture_model):
-    return ElmoOptions.from_file(fixture_model[0])
+def options(tiny_model):
+    return ElmoOptions.from_file(tiny_model[0])
 
 
 @pytest.fixture(scope="module")
-def weights(fixture_model, options):
-    return read_weights(fixture_model[1], options)
+def weights(tiny_model, options):
+    return read_weights(tiny_model[1], options)
 
 
 def _raw(path):
@@ -43,22 +43,35 @@ def _assert_identical(a, b):
         assert a[name].tobytes() == b[name].tobytes(), name
 
 
-def test_read_matches_raw_file(fixture_model, options, weights):
-    raw = _raw(fixture_model[1])
+def test_read_matches_raw_file(tiny_model, options, weights):
+    raw = _raw(tiny_model[1])
     assert weights.keys() == set(options.expected_shapes())
     _assert_identical(weights, {name: raw[name] for name in weights})
     for array in weights.values():
         assert array.flags["C_CONTIGUOUS"]
 
 
-def test_file_round_trip_is_bit_identical(tmp_path, fixture_model, options, weights):
+def test_file_round_trip_is_bit_identical(tmp_path, tiny_model, options, weights):
     target = tmp_path / "weights.hdf5"
     write_weights(target, weights)
     _assert_identical(read_weights(target, options), weights)
-    # Same names, shapes and dtype as the published file, readable by plain h5py.
-    raw_written, raw_fixture = _raw(target), _raw(fixture_model[1])
-    assert {n: a.shape for n, a in raw_written.items()} == {n: a.shape for n, a in raw_fixture.items()}
+    raw_written, raw_original = _raw(target), _raw(tiny_model[1])
+    assert {n: a.shape for n, a in raw_written.items()} == {n: a.shape for n, a in raw_original.items()}
     assert [p.name for p in tmp_path.iterdir()] == ["weights.hdf5"]
+
+
+def test_published_file_reads_and_round_trips_bit_identically(tmp_path, fixture_model):
+    """AllenNLP's regression file: read as plain h5py reads it, and written back with the same
+    names, shapes and dtype."""
+    options = ElmoOptions.from_file(fixture_model[0])
+    weights = read_weights(fixture_model[1], options)
+    raw_fixture = _raw(fixture_model[1])
+    _assert_identical(weights, {name: raw_fixture[name] for name in weights})
+    target = tmp_path / "weights.hdf5"
+    write_weights(target, weights)
+    _assert_identical(read_weights(target, options), weights)
+    raw_written = _raw(target)
+    assert {n: a.shape for n, a in raw_written.items()} == {n: a.shape for n, a in raw_fixture.items()}
 
 
 def test_write_replaces_existing_file(tmp_path, options, weights):
@@ -116,7 +129,7 @@ def test_missing_file(tmp_path, options):
 
 
 def test_directory_instead_of_file(tmp_path, options):
-    with pytest.raises(ElmoWeightsError, match="not a file"):
+    with pytest.raises(ElmoWeightsError, match="is a directory, not an HDF5 weights file"):
         read_weights(tmp_path, options)
 
 
@@ -132,8 +145,8 @@ def test_not_hdf5(tmp_path, options):
     assert info.value.__cause__ is None and info.value.__suppress_context__
 
 
-def test_truncated_file(tmp_path, fixture_model, options):
-    data = fixture_model[1].read_bytes()
+def test_truncated_file(tmp_path, tiny_model, options):
+    data = tiny_model[1].read_bytes()
     truncated = tmp_path / "weights.hdf5"
     truncated.write_bytes(data[: len(data) // 2])
     with pytest.raises(ElmoWeightsError) as info:
@@ -144,16 +157,16 @@ def test_truncated_file(tmp_path, fixture_model, options):
     assert "download it again" in message
 
 
-def test_options_do_not_match(fixture_model, weights):
-    data = json.loads(fixture_model[0].read_text())
+def test_options_do_not_match(tiny_model, weights):
+    data = json.loads(tiny_model[0].read_text())
     data["lstm"]["projection_dim"] = 32
     wrong = ElmoOptions.from_dict(data)
     with pytest.raises(ElmoWeightsError) as info:
-        read_weights(fixture_model[1], wrong)
+        read_weights(tiny_model[1], wrong)
     message = str(info.value)
-    assert str(fixture_model[1]) in message
+    assert str(tiny_model[1]) in message
     assert "'CNN_proj/W_proj'" in message
-    assert "(124, 16)" in message and "(124, 32)" in message
+    assert "(28, 16)" in message and "(28, 32)" in message
     assert "lstm.projection_dim=32" in message
     assert "pass the options.json published with these weights" in message
 
@@ -166,21 +179,21 @@ def test_missing_dataset(tmp_path, options, weights):
         read_weights(target, options)
     message = str(info.value)
     assert f"'{name}' is missing" in message
-    assert "(64, 16)" in message
+    assert "(32, 16)" in message
     assert "'CNN/W_cnn_0'" in message  # lists some datasets the file does hold
 
 
-def test_more_highway_layers_than_the_file_has(fixture_model):
-    data = json.loads(fixture_model[0].read_text())
+def test_more_highway_layers_than_the_file_has(tiny_model):
+    data = json.loads(tiny_model[0].read_text())
     data["char_cnn"]["n_highway"] = 3
-    with pytest.raises(ElmoWeightsError, match=r"'CNN_high_2/W_carry' is missing.*n_highway=3"):
-        read_weights(fixture_model[1], ElmoOptions.from_dict(data))
+    with pytest.raises(ElmoWeightsError, match=r"'CNN_high_1/W_carry' is missing.*n_highway=3"):
+        read_weights(tiny_model[1], ElmoOptions.from_dict(data))
 
 
-def test_bytes_errors_name_the_source(fixture_model, options):
+def test_bytes_errors_name_the_source(tiny_model, options):
     with pytest.raises(ElmoWeightsError, match=r"<serialized weights> is not a readable HDF5 file"):
         weights_from_bytes(b"garbage" * 100, options)
-    data = fixture_model[1].read_bytes()
+    data = tiny_model[1].read_bytes()
     with pytest.raises(ElmoWeightsError, match=r"<serialized weights>.*truncated"):
         weights_from_bytes(data[: len(data) // 2], options)
 
@@ -195,7 +208,7 @@ def test_non_float_dataset(tmp_path, options, weights):
         read_weights(target, options)
 
 
-def test_paths_may_be_strings(tmp_path, fixture_model, options, weights):
+def test_paths_may_be_strings(tmp_path, options, weights):
     target = str(Path(tmp_path) / "weights.hdf5")
     write_weights(target, weights)
     _assert_identical(read_weights(target, options), weights)
