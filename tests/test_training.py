@@ -113,6 +113,24 @@ def test_fine_tuning_changes_the_bilm(model_dir, synthetic_corpus):
     assert "CNN_proj/W_proj" in changed and any(name.startswith("RNN_1") for name in changed)
 
 
+@pytest.mark.parametrize("name, frozen", [("ner_elmo.cfg", True), ("ner_elmo_finetune.cfg", False)])
+def test_elmo_loss_is_the_gradient_sent_into_the_bilm(model_dir, synthetic_corpus, name, frozen):
+    """spaCy's LOSS ELMO column: the squared norm of the listeners' gradient, which only a
+    fine-tuned biLM receives; frozen, there is nothing to report."""
+    nlp = _nlp_from_config(name, model_dir)
+    examples = _examples(nlp, synthetic_corpus)[:16]
+    fix_random_seed(0)
+    optimizer = nlp.initialize(lambda: examples)
+    nlp.update(examples, sgd=optimizer)  # NER's output layer starts at zero: no gradient reaches its input yet
+    losses = {}
+    nlp.update(examples, sgd=optimizer, losses=losses)
+    assert losses["ner"] > 0
+    if frozen:
+        assert losses["elmo"] == 0.0
+    else:
+        assert losses["elmo"] > 1e-3
+
+
 def test_layer_cache_gives_the_same_training(model_dir, synthetic_corpus):
     results = []
     for cache_mb in (0, 64):

@@ -189,8 +189,10 @@ class ElmoComponent(TrainablePipe):
         """Run the biLM once for the batch and hand its layers to every listener.
 
         The listeners' gradients are summed; the biLM's backward pass runs once, after the
-        last listener, and only when the component is not frozen. The loss reported is the
-        squared norm of those gradients, as spaCy's own tok2vec does.
+        last listener, and only when the component is not frozen. The loss reported (the
+        "LOSS ELMO" column of ``spacy train``) is the squared norm of the gradients sent into
+        a fine-tuned biLM, as spaCy's own tok2vec reports; a frozen biLM receives none, so it
+        reports 0.
         """
         if losses is None:
             losses = {}
@@ -203,6 +205,8 @@ class ElmoComponent(TrainablePipe):
         d_outputs = [self.model.ops.alloc3f(*layers.shape) for layers in outputs]
 
         def accumulate_gradient(one_d_outputs: List[Floats3d]) -> List[Doc]:
+            if self.cfg["frozen"]:
+                return []
             for total, d in zip(d_outputs, one_d_outputs):
                 total += d
                 losses[self.name] += float((d**2).sum())
