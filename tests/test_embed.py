@@ -22,7 +22,6 @@ from spacy_elmo.embed import EmbedResumeError, EmbedSettings, EmbedWarning, Shar
 from spacy_elmo.embed import run as embed_run
 from spacy_elmo.embed.partial import PartialRun
 
-REPO = Path(__file__).resolve().parents[1]
 WORDS = "the a river bank money city sat ran said old new small . , London Paris John Mary 1990 café".split()
 
 
