@@ -1,14 +1,15 @@
 """Check that the data directory holds every file this project reads, before any step runs.
 
 The research data (CoNLL-2003, SST, the Wikipedia text) is never part of the repository:
-the user points the project at a directory laid out like ``shared/data`` with
-``--vars.data_dir``. The expected files and their md5 checksums are the ``assets`` of
+the user points the project at a directory laid out like ``shared/data``: by default
+``$SPACY_ELMO_SHARED/data`` (the variable the tests read too), or ``--vars.data_dir``. The expected files and their md5 checksums are the ``assets`` of
 ``project.yml``, so this check and ``spacy project assets`` read the same list. A missing
 file stops the run with a message that says how to fix it; a checksum mismatch only warns,
 because a different copy of the data still works but gives numbers that are not comparable.
 """
 
 import hashlib
+import os
 import sys
 from pathlib import Path
 from typing import List, Tuple
@@ -38,11 +39,12 @@ def expected_files(data_dir: Path) -> List[Tuple[Path, str]]:
 def main(data_dir: Path = typer.Argument(..., help="Directory laid out like shared/data")) -> None:
     """Fail with a clear message if a data file is missing; warn if a checksum differs."""
     if not data_dir.is_dir():
+        unset = "" if os.environ.get("SPACY_ELMO_SHARED") else " (SPACY_ELMO_SHARED is not set)"
         msg.fail(
-            f"Data directory not found: {data_dir}",
-            "Point the project at the directory that holds conll2003/, textcat/sst/ and "
-            "lm/wiki2014-en/, e.g. `python -m spacy project run all . --vars.data_dir "
-            "../shared/data` (the default is assets/data).",
+            f"Data directory not found: {data_dir}{unset}",
+            "The project reads $SPACY_ELMO_SHARED/data: set SPACY_ELMO_SHARED to the folder whose "
+            "data/ holds conll2003/, textcat/sst/ and lm/wiki2014-en/ (e.g. `export "
+            "SPACY_ELMO_SHARED=../shared`), or pass the data directory itself with --vars.data_dir PATH.",
             exits=1,
         )
     files = expected_files(data_dir)
@@ -53,8 +55,8 @@ def main(data_dir: Path = typer.Argument(..., help="Directory laid out like shar
         msg.text(
             "The data directory must follow the layout of shared/data/README.md "
             "(conll2003/{train,dev,test}.txt, textcat/sst/sst{2,5}_{train,dev,test}.tsv, "
-            "lm/wiki2014-en/{train.00-04,valid,test}.txt.gz). Pass its location with "
-            "--vars.data_dir PATH; `python -m spacy project assets .` lists the files too."
+            "lm/wiki2014-en/{train.00-04,valid,test}.txt.gz). Set SPACY_ELMO_SHARED to the folder "
+            "that holds it as data/, or pass its location with --vars.data_dir PATH; `python -m spacy project assets .` lists the files too."
         )
         sys.exit(1)
     mismatched = [(path, checksum) for path, checksum in files if checksum and md5sum(path) != checksum]

@@ -10,6 +10,7 @@ or only the ``textcat`` workflow.
 """
 
 import platform
+import re
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -19,6 +20,7 @@ import typer
 from spacy.util import load_config
 from wasabi import msg
 
+import spacy_elmo
 from spacy_elmo.layers.scalar_mix import mix_coefficients
 
 NER_SPLITS = ("dev", "test")
@@ -122,6 +124,28 @@ def pretrain_summary(metrics: Dict[str, Any]) -> str:
     if metrics.get("device"):
         parts.append(f"on {metrics['device']}")
     return ", ".join(parts)
+
+
+def portable_paths(text: str, data_dir: Optional[Path]) -> str:
+    """``text`` with this machine's paths made portable, so the summary can be published.
+
+    The data directory becomes ``$DATA``, paths inside the repository (the working directory)
+    and inside the installed package become relative to them, and the home directory ``~``.
+    """
+    replacements = []
+    if data_dir is not None:
+        replacements += [(str(data_dir.resolve()), "$DATA"), (str(data_dir), "$DATA")]
+    replacements += [
+        (str(Path.cwd().resolve()) + "/", ""),
+        (str(Path(spacy_elmo.__file__).resolve().parents[1]) + "/", ""),
+        (str(Path.home()), "~"),
+    ]
+    for path, replacement in replacements:
+        if path in ("", ".", "/"):
+            continue
+        end = "" if path.endswith("/") else r"(?![\w.-])"
+        text = re.sub(r"(?<![\w./-])" + re.escape(path) + end, replacement, text)
+    return text
 
 
 def versions() -> str:
@@ -269,6 +293,7 @@ def main(
     metrics_dir: Path = typer.Argument(..., help="Where the evaluate and speed steps wrote their JSON"),
     training_dir: Path = typer.Argument(..., help="Where the trained pipelines are"),
     smoke: bool = typer.Option(False, "--smoke", help="Summarise the smoke run (its commands are named smoke-*)"),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="The project's data directory, written as $DATA in the summary"),
 ) -> None:
     """Write comparison.md, scores.png and mix_weights.png to ``metrics_dir``."""
     try:
@@ -307,7 +332,7 @@ def main(
         plots.append(metrics_dir / "mix_weights.png")
         plot_mix(mixes, plots[1])
     lines += ["", "Plots: " + ", ".join(f"`{path}`" for path in plots) + "."]
-    (metrics_dir / "comparison.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (metrics_dir / "comparison.md").write_text(portable_paths("\n".join(lines) + "\n", data_dir), encoding="utf-8")
     msg.good(f"Wrote {metrics_dir / 'comparison.md'} and the plots")
 
 
