@@ -1,6 +1,7 @@
 """The biLM hyper-parameters of an ``options.json`` file (docs/design.md §7), validated."""
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple, Union
@@ -10,6 +11,15 @@ from ..errors import ElmoOptionsError
 PathLike = Union[str, Path]
 
 ACTIVATIONS = ("relu", "tanh")
+
+# Bounds well above every published model (lstm.dim 4096, 2 layers, 50 characters), low enough
+# that a typo cannot make the biLM allocate gigabytes before the weights are even checked.
+MAX_WIDTH = 65_536
+MAX_LAYERS = 64
+MAX_HIGHWAY = 64
+MAX_CHARACTERS = 1000
+N_CHARACTERS = (261, 262)
+"""bilm-tf writes 261 in training options and 262 (the padding id added) in published ones."""
 
 
 @dataclass(frozen=True)
@@ -58,20 +68,18 @@ class ElmoOptions:
             not isinstance(filters, list)
             or not filters
             or not all(
-                isinstance(f, (list, tuple)) and len(f) == 2 and all(_is_int(v) and v > 0 for v in f)
+                isinstance(f, (list, tuple)) and len(f) == 2 and all(_is_int(v) and 0 < v <= MAX_WIDTH for v in f)
                 for f in filters
             )
         ):
             raise ElmoOptionsError(
                 f"{source}: 'char_cnn.filters' must be a non-empty list of [width, count] pairs of "
-                f"positive integers, got {filters!r}."
+                f"integers in [1, {MAX_WIDTH}], got {filters!r}."
             )
-        max_chars = _positive_int(cnn.get("max_characters_per_token", 50), "char_cnn.max_characters_per_token", source)
-        if max_chars < 3:
-            raise ElmoOptionsError(
-                f"{source}: 'char_cnn.max_characters_per_token' must be at least 3 "
-                f"(begin-of-word, one byte, end-of-word), got {max_chars}."
-            )
+        max_chars = _int_in_range(
+            cnn.get("max_characters_per_token", 50), "char_cnn.max_characters_per_token", source, 3, MAX_CHARACTERS,
+            "begin-of-word, at least one byte and end-of-word; the published models use 50",
+        )
         widest = max(int(w) for w, _ in filters)
         if widest > max_chars:
             raise ElmoOptionsError(
@@ -83,9 +91,14 @@ class ElmoOptions:
             raise ElmoOptionsError(
                 f"{source}: 'char_cnn.activation' must be one of {list(ACTIVATIONS)}, got {activation!r}."
             )
-        n_highway = cnn.get("n_highway") or 0
-        if not _is_int(n_highway) or n_highway < 0:
-            raise ElmoOptionsError(f"{source}: 'char_cnn.n_highway' must be an integer >= 0, got {n_highway!r}.")
+        n_highway = cnn.get("n_highway")
+        n_highway = _int_in_range(0 if n_highway is None else n_highway, "char_cnn.n_highway", source, 0, MAX_HIGHWAY)
+        n_characters = cnn.get("n_characters", 262)
+        if not _is_int(n_characters) or n_characters not in N_CHARACTERS:
+            raise ElmoOptionsError(
+                f"{source}: 'char_cnn.n_characters' must be 261 or 262 (the size of ELMo's byte "
+                f"vocabulary, with or without the padding id), got {n_characters!r}."
+            )
         skip = lstm.get("use_skip_connections", False)
         if not isinstance(skip, bool):
             raise ElmoOptionsError(
@@ -93,18 +106,22 @@ class ElmoOptions:
             )
         known = {"lstm", "char_cnn"}
         return cls(
-            lstm_dim=_positive_int(_get(lstm, "dim", source, "lstm."), "lstm.dim", source),
-            projection_dim=_positive_int(_get(lstm, "projection_dim", source, "lstm."), "lstm.projection_dim", source),
-            n_layers=_positive_int(_get(lstm, "n_layers", source, "lstm."), "lstm.n_layers", source),
+            lstm_dim=_int_in_range(_get(lstm, "dim", source, "lstm."), "lstm.dim", source, 1, MAX_WIDTH),
+            projection_dim=_int_in_range(
+                _get(lstm, "projection_dim", source, "lstm."), "lstm.projection_dim", source, 1, MAX_WIDTH
+            ),
+            n_layers=_int_in_range(_get(lstm, "n_layers", source, "lstm."), "lstm.n_layers", source, 1, MAX_LAYERS),
             cell_clip=_clip(lstm.get("cell_clip"), "lstm.cell_clip", source),
             proj_clip=_clip(lstm.get("proj_clip"), "lstm.proj_clip", source),
             use_skip_connections=skip,
-            char_embedding_dim=_positive_int(_get(embedding, "dim", source, "char_cnn.embedding."), "char_cnn.embedding.dim", source),
+            char_embedding_dim=_int_in_range(
+                _get(embedding, "dim", source, "char_cnn.embedding."), "char_cnn.embedding.dim", source, 1, MAX_WIDTH
+            ),
             filters=tuple((int(w), int(n)) for w, n in filters),
-            n_highway=int(n_highway),
+            n_highway=n_highway,
             activation=activation,
             max_characters_per_token=max_chars,
-            n_characters=int(cnn.get("n_characters", 262)),
+            n_characters=int(n_characters),
             extra={k: v for k, v in data.items() if k not in known},
         )
 
@@ -199,16 +216,22 @@ def _get(data: Dict[str, Any], key: str, source: str, prefix: str = "") -> Any:
     return data[key]
 
 
-def _positive_int(value: Any, name: str, source: str) -> int:
-    if not _is_int(value) or value <= 0:
-        raise ElmoOptionsError(f"{source}: '{name}' must be a positive integer, got {value!r}.")
+def _int_in_range(value: Any, name: str, source: str, low: int, high: int, why: str = "") -> int:
+    """``value`` as an int if it is an integer (not a bool, not a float) in ``[low, high]``."""
+    if not _is_int(value) or not low <= value <= high:
+        reason = f" ({why})" if why else ""
+        raise ElmoOptionsError(
+            f"{source}: '{name}' must be an integer in [{low}, {high}]{reason}, got {value!r}."
+        )
     return int(value)
 
 
 def _clip(value: Any, name: str, source: str) -> Optional[float]:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ElmoOptionsError(f"{source}: '{name}' must be a positive number or null, got {value!r}.")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ElmoOptionsError(
+            f"{source}: '{name}' must be a finite number > 0, or null for no clipping, got {value!r}."
+        )
     return float(value)
 

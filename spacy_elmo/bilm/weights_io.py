@@ -2,11 +2,17 @@
 
 Pure NumPy/h5py: every dataset the options need is checked by name and shape before
 anything is built from it, so a wrong file fails here with a message a user can act on.
+
+What reading can detect: a missing, unreadable, truncated or non-HDF5 file; missing,
+mis-shaped or non-float datasets; and NaN or infinite values in any dataset. What it cannot
+detect: finite values that were changed (flipped bits, a partly overwritten file whose
+structure survived, weights from another model of the same shape). A published
+``weights.hdf5`` carries no checksum to compare against; pipelines saved by spacy-elmo do,
+and it is checked when they are loaded (see ``spacy_elmo.layers.bilm_layer``).
 """
 
 import io
 import os
-import uuid
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
@@ -14,6 +20,7 @@ import h5py
 import numpy as np
 
 from ..errors import ElmoWeightsError
+from ..files import atomic_path
 from .options import ElmoOptions
 
 PathLike = Union[str, os.PathLike]
@@ -50,9 +57,16 @@ def read_weights(
             f"options.json (or a published model name / a directory holding options.json and "
             f"weights.hdf5)."
         )
+    if path.is_dir():
+        raise ElmoWeightsError(
+            f"{path} is a directory, not an HDF5 weights file. Pass the weights file itself "
+            f"(for a model directory, pass the directory holding options.json and weights.hdf5, "
+            f"both plain files)."
+        )
     if not path.is_file():
         raise ElmoWeightsError(
-            f"{path} is not a file. Pass the 'weights.hdf5' file itself, not its directory."
+            f"{path} is not a regular file. Pass the 'weights.hdf5' file published with your "
+            f"options.json."
         )
     return _read(path, options, source, _REDOWNLOAD)
 
@@ -71,25 +85,19 @@ def weights_from_bytes(
 def write_weights(path: PathLike, arrays: Mapping[str, Any]) -> None:
     """Write ``arrays`` as float32 datasets (``'/'`` in a name makes groups), atomically.
 
-    The file is written next to ``path`` under a temporary name and renamed into place,
-    so an interrupted write never leaves a partial file at ``path``.
+    An interrupted write never leaves a partial file at ``path`` (see :mod:`spacy_elmo.files`).
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
     prepared = _prepare(arrays, str(path))
     try:
-        with h5py.File(tmp, "x") as h5:
-            _write(h5, prepared)
-        _fsync(tmp)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            with h5py.File(tmp, "x") as h5:
+                _write(h5, prepared)
     except OSError as err:
         raise ElmoWeightsError(
             f"Cannot write weights to {path}: {err}. Check that the directory exists and is "
             f"writable and that the disk is not full."
         ) from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def weights_to_bytes(arrays: Mapping[str, Any]) -> bytes:
@@ -133,15 +141,6 @@ def _write(h5: h5py.File, arrays: List[Tuple[str, np.ndarray]]) -> None:
             ) from None
 
 
-def _fsync(path: Path) -> None:
-    """Flush the file to disk so the rename cannot expose an empty file after a crash."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _read(
     target: Union[Path, io.BytesIO], options: ElmoOptions, source: str, unreadable_fix: str
 ) -> Dict[str, np.ndarray]:
@@ -171,8 +170,22 @@ def _read(
                     f"{source}: reading dataset '{name}' failed ({_short(err)}): the file is "
                     f"truncated or corrupted. {unreadable_fix}"
                 ) from None
+            _check_finite(array, name, source, unreadable_fix)
             arrays[name] = array
     return arrays
+
+
+def _check_finite(array: np.ndarray, name: str, source: str, unreadable_fix: str) -> None:
+    """Raise if ``array`` holds NaN or infinite values: they would make every output NaN."""
+    finite = np.isfinite(array)
+    if not finite.all():
+        bad = int(array.size - np.count_nonzero(finite))
+        first = np.unravel_index(int(np.argmin(finite)), array.shape)
+        raise ElmoWeightsError(
+            f"{source}: dataset '{name}' holds {bad} NaN or infinite value(s) (the first at index "
+            f"{tuple(int(i) for i in first)}, {float(array[first])}): the weights are corrupted or "
+            f"come from a diverged training run. {unreadable_fix}"
+        )
 
 
 def _check_layout(
