@@ -3,10 +3,14 @@
 The token layer of the biLM depends on nothing but a token's character ids, so reusing a
 vector computed in an earlier batch is exact. Entries are keyed by those ids and live in
 one preallocated ``(size, P)`` table, so a lookup is a single gather.
+
+Every method holds the cache's lock: threads sharing one biLM must never see a slot that
+another thread has claimed but not written yet, or a table being replaced.
 """
 
+import threading
 from collections import OrderedDict
-from typing import Hashable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Hashable, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -21,23 +25,39 @@ class TokenCache:
         self._slots: "OrderedDict[bytes, int]" = OrderedDict()
         self._table: Optional[torch.Tensor] = None
         self._weights_version: Hashable = None
+        self._lock = threading.RLock()
+
+    def __getstate__(self) -> Dict[str, Any]:
+        state = self.__dict__.copy()
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.RLock()
 
     def __len__(self) -> int:
         return len(self._slots)
 
     def clear(self) -> None:
         """Forget every entry and free the table (call whenever the weights change)."""
-        self._slots.clear()
-        self._table = None
+        with self._lock:
+            self._slots.clear()
+            self._table = None
 
     def validate(self, weights_version: Hashable) -> None:
         """Empty the cache if the weights it was filled with have changed since."""
-        if weights_version != self._weights_version:
-            self.clear()
-            self._weights_version = weights_version
+        with self._lock:
+            if weights_version != self._weights_version:
+                self.clear()
+                self._weights_version = weights_version
 
     def lookup(self, keys: Sequence[bytes]) -> Tuple[List[int], Optional[torch.Tensor], List[int]]:
         """Positions of ``keys`` found, their vectors ``(n_found, P)``, and positions missing."""
+        with self._lock:
+            return self._lookup(keys)
+
+    def _lookup(self, keys: Sequence[bytes]) -> Tuple[List[int], Optional[torch.Tensor], List[int]]:
         found: List[int] = []
         slots: List[int] = []
         missing: List[int] = []
@@ -58,6 +78,10 @@ class TokenCache:
         """Remember ``vectors[i]`` for ``keys[i]``, evicting the least recently used."""
         if self.size == 0 or len(keys) == 0:
             return
+        with self._lock:
+            self._store(keys, vectors)
+
+    def _store(self, keys: Sequence[bytes], vectors: torch.Tensor) -> None:
         keys, vectors = keys[-self.size :], vectors[-self.size :].detach()
         if self._table is None or self._table.shape[1:] != vectors.shape[1:] or self._table.device != vectors.device:
             self.clear()

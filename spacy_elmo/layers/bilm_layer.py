@@ -3,11 +3,22 @@
 Sequences are sorted by length and cut into sub-batches of at most ``max_batch_tokens``
 padded slots, so memory stays bounded whatever the caller's batch is. The biLM is loaded
 lazily (on ``initialize`` or first use) from the files named in the layer's settings, or
-from serialized bytes, which hold the weights in the published HDF5 layout (no pickle).
+from serialized bytes, which hold the weights in the published HDF5 layout (no pickle)
+and their sha256 checksum, checked when they are loaded.
+
+One pipeline may be called from several threads: each layer holds one lock around the
+lazy load and around every biLM call, so the biLM loads once and its caches are filled by
+one call at a time. Concurrent calls on one layer therefore run one after another (PyTorch
+already uses every core inside one call); separate pipelines run in parallel.
 """
 
+import contextvars
+import hashlib
+import json
+import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import srsly
 import torch
@@ -18,8 +29,9 @@ from ..bilm.batching import batches_by_length
 from ..bilm.model import ElmoBiLM
 from ..bilm.options import ElmoOptions
 from ..bilm.pretrained import resolve_model
+from ..bilm.weights_io import weights_from_bytes
 from ..chars import index_batch
-from ..errors import ElmoOptionsError
+from ..errors import ElmoOptionsError, ElmoWeightsError
 from .layer_cache import LayerCache
 
 TokenSequences = List[List[str]]
@@ -43,6 +55,16 @@ class ElmoShim(PyTorchShim):
             serialize_model=_serialize_bilm,
             deserialize_model=self._deserialize_bilm,
         )
+        self.lock = threading.RLock()
+
+    def __getstate__(self) -> Dict[str, Any]:
+        state = self.__dict__.copy()
+        del state["lock"]
+        return state
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.lock = threading.RLock()
 
     @property
     def bilm(self) -> ElmoBiLM:
@@ -52,9 +74,13 @@ class ElmoShim(PyTorchShim):
 
     def load(self) -> None:
         """Load the biLM from the files its settings name, unless it is already loaded."""
-        if self._model is None:
-            self._model = load_bilm(self.cfg).to(get_torch_default_device())
-            self._model.eval()
+        if self._model is not None:
+            return
+        with self.lock:
+            if self._model is None:
+                bilm = load_bilm(self.cfg).to(get_torch_default_device())
+                bilm.eval()
+                self._model = bilm
 
     @property
     def device(self) -> torch.device:
@@ -88,12 +114,75 @@ class ElmoShim(PyTorchShim):
         return super().to_bytes()
 
     def _deserialize_bilm(self, current: Optional[ElmoBiLM], data: bytes, device: torch.device) -> ElmoBiLM:
-        kwargs = {"token_cache_size": self.cfg.get("token_cache_size", 0)}
-        return ElmoBiLM.from_bytes(srsly.msgpack_loads(data), **kwargs).to(device)
+        source = _SOURCE.get()
+        verified = verified_bilm_data(data, source)
+        options_source = f"{source} (its options)"
+        try:
+            options_data = json.loads(verified["options"])
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ElmoOptionsError(f"{options_source} are not readable JSON ({err}). {_RESAVE}") from None
+        options = ElmoOptions.from_dict(options_data, source=options_source)
+        arrays = weights_from_bytes(verified["weights"], options, source=f"{source} (its weights)")
+        bilm = ElmoBiLM.from_arrays(options, arrays, token_cache_size=self.cfg.get("token_cache_size", 0))
+        return bilm.to(device)
+
+
+SERIALIZED_SOURCE = "<serialized biLM>"
+_SOURCE: "contextvars.ContextVar[str]" = contextvars.ContextVar("elmo_serialized_source", default=SERIALIZED_SOURCE)
+
+
+@contextmanager
+def serialized_source(name: str) -> Iterator[None]:
+    """Name the file (or other source) whose bytes are being loaded, for error messages."""
+    token = _SOURCE.set(name)
+    try:
+        yield
+    finally:
+        _SOURCE.reset(token)
+
+_RESAVE = (
+    "Save the pipeline again from a working copy, or copy or download it again; if it was "
+    "written by a process that was killed, the write did not finish."
+)
 
 
 def _serialize_bilm(bilm: ElmoBiLM) -> bytes:
-    return srsly.msgpack_dumps(bilm.to_bytes())
+    data = bilm.to_bytes()
+    return srsly.msgpack_dumps({**data, "sha256": _checksum(data["options"], data["weights"])})
+
+
+def _checksum(options: bytes, weights: bytes) -> str:
+    digest = hashlib.sha256(options)
+    digest.update(weights)
+    return digest.hexdigest()
+
+
+def verified_bilm_data(data: Any, source: str = SERIALIZED_SOURCE) -> Dict[str, bytes]:
+    """The ``{"options", "weights"}`` of a serialized biLM, after checking it is complete and
+    matches the sha256 stored with it (data written before checksums were stored has none)."""
+    try:
+        decoded = srsly.msgpack_loads(data)
+    except Exception as err:  # msgpack raises many unrelated types for damaged input
+        raise ElmoWeightsError(
+            f"{source}: the stored biLM cannot be decoded ({type(err).__name__}: {err}): the data "
+            f"is truncated or corrupted. {_RESAVE}"
+        ) from None
+    missing = [key for key in ("options", "weights") if not isinstance(decoded, dict) or key not in decoded]
+    if missing:
+        raise ElmoWeightsError(
+            f"{source}: the stored biLM has no {' and no '.join(missing)}: the data is incomplete "
+            f"or was not written by spacy-elmo. {_RESAVE}"
+        )
+    options, weights = decoded["options"], decoded["weights"]
+    if not isinstance(options, bytes) or not isinstance(weights, bytes):
+        raise ElmoWeightsError(f"{source}: the stored biLM's options or weights are not bytes: the data is corrupted. {_RESAVE}")
+    stored = decoded.get("sha256")
+    if stored is not None and stored != _checksum(options, weights):
+        raise ElmoWeightsError(
+            f"{source}: the stored biLM does not match its sha256 checksum: the file is corrupted "
+            f"(changed on disk or in transfer). {_RESAVE}"
+        )
+    return {"options": options, "weights": weights}
 
 
 def load_bilm(settings: Dict[str, Any]) -> ElmoBiLM:
@@ -111,7 +200,19 @@ def load_bilm(settings: Dict[str, Any]) -> ElmoBiLM:
             "and weights.hdf5, or a weights.hdf5 file."
         )
     weights_path = Path(weights)
-    if weights_path.suffix.lower() in (".hdf5", ".h5") or weights_path.is_file():
+    named_as_file = weights_path.suffix.lower() in (".hdf5", ".h5")
+    if named_as_file and not weights_path.exists():
+        raise ElmoWeightsError(
+            f"Weights file not found: {weights_path}. Set [components.elmo.model] weights to an "
+            f"existing weights.hdf5, a model directory, 'default' or a published model name."
+        )
+    if named_as_file and weights_path.is_dir() and not (weights_path / "options.json").is_file():
+        raise ElmoWeightsError(
+            f"{weights_path} is a directory, not an HDF5 weights file. Set [components.elmo.model] "
+            f"weights to the weights.hdf5 file itself, or to a model directory holding "
+            f"options.json and weights.hdf5."
+        )
+    if weights_path.is_file():
         options_path = Path(options) if options else weights_path.with_name("options.json")
         if not options and not options_path.is_file():
             raise ElmoOptionsError(
@@ -173,9 +274,10 @@ def bilm_options(model: Model) -> ElmoOptions:
 
 
 def forward(model: Model, sequences: TokenSequences, is_train: bool) -> Tuple[List[Floats3d], Backprop]:
-    if model.attrs["frozen"]:
-        return _frozen_forward(model, sequences), lambda d_outputs: []
-    return _run(model, sequences, is_train)
+    with model.shims[0].lock:
+        if model.attrs["frozen"]:
+            return _frozen_forward(model, sequences), lambda d_outputs: []
+        return _run(model, sequences, is_train)
 
 
 def layer_cache(model: Model) -> LayerCache:

@@ -2,10 +2,12 @@
 
 A frozen, stateless biLM gives the same layers for the same tokens every time, so a
 training run that sees the same sentences every epoch can skip the biLM after the first.
+Every method holds the cache's lock, so threads sharing one pipeline can share the cache.
 """
 
+import threading
 from collections import OrderedDict
-from typing import Hashable, Optional
+from typing import Any, Dict, Hashable, Optional
 
 from thinc.types import Floats3d
 
@@ -21,29 +23,46 @@ class LayerCache:
         self.hits = 0
         self.misses = 0
         self._entries: "OrderedDict[Hashable, Floats3d]" = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> Dict[str, Any]:
+        state = self.__dict__.copy()
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def get(self, key: Hashable) -> Optional[Floats3d]:
-        layers = self._entries.get(key)
-        if layers is None:
-            self.misses += 1
-        else:
-            self.hits += 1
-            self._entries.move_to_end(key)
-        return layers
+        """The cached layers of ``key`` (shared: callers copy before changing them), or None."""
+        with self._lock:
+            layers = self._entries.get(key)
+            if layers is None:
+                self.misses += 1
+            else:
+                self.hits += 1
+                self._entries.move_to_end(key)
+            return layers
 
     def put(self, key: Hashable, layers: Floats3d) -> None:
         size = layers.nbytes
-        if size > self.max_bytes or key in self._entries:
+        if size > self.max_bytes:
             return
-        self._entries[key] = layers.copy()
-        self.n_bytes += size
-        while self.n_bytes > self.max_bytes:
-            _, evicted = self._entries.popitem(last=False)
-            self.n_bytes -= evicted.nbytes
+        copied = layers.copy()
+        with self._lock:
+            if key in self._entries:
+                return
+            self._entries[key] = copied
+            self.n_bytes += size
+            while self.n_bytes > self.max_bytes:
+                _, evicted = self._entries.popitem(last=False)
+                self.n_bytes -= evicted.nbytes
 
     def clear(self) -> None:
-        self._entries.clear()
-        self.n_bytes = 0
+        with self._lock:
+            self._entries.clear()
+            self.n_bytes = 0

@@ -1,8 +1,10 @@
 """The ``elmo`` pipeline component: runs the biLM and stores its layers on each Doc."""
 
-from typing import Callable, Dict, Iterable, List, Optional, Sequence
+from pathlib import Path
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Union
 
 import numpy as np
+import srsly
 from spacy.language import Language
 from spacy.pipeline import TrainablePipe
 from spacy.tokens import Doc
@@ -11,7 +13,9 @@ from spacy.vocab import Vocab
 from thinc.api import Config, Model, Optimizer, set_dropout_rate
 from thinc.types import Floats3d
 
-from ..errors import ElmoOptionsError
+from ..errors import ElmoError, ElmoOptionsError, ElmoWeightsError
+from ..files import write_bytes_atomic, write_text_atomic
+from ..layers.bilm_layer import serialized_source
 from .hooks import install_vector_hooks
 from .listener import ElmoListener
 
@@ -235,3 +239,90 @@ class ElmoComponent(TrainablePipe):
 
     def add_label(self, label: str) -> int:
         raise NotImplementedError(f"The '{self.name}' component has no labels.")
+
+    # ------------------------------------------------------------------ serialization
+
+    def to_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = tuple()) -> None:
+        """Write ``cfg`` and ``model`` (the biLM's options and weights with their checksum).
+
+        Each file is written atomically, and ``model`` only when its bytes differ from the
+        file already there: ``spacy train`` saves the pipeline at every evaluation, and a
+        frozen biLM's weights are then written once per output directory, not every time.
+        """
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        if "cfg" not in exclude:
+            write_text_atomic(path / "cfg", srsly.json_dumps(self.cfg, indent=2) + "\n")
+        if "vocab" not in exclude:
+            self.vocab.to_disk(path / "vocab", exclude=exclude)
+        if "model" not in exclude:
+            write_if_changed(path / "model", self.model.to_bytes())
+
+    def from_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = tuple()) -> "ElmoComponent":
+        """Load what :meth:`to_disk` wrote; a missing, truncated or corrupted ``model`` file
+        is an :class:`ElmoWeightsError` naming the file."""
+        path = Path(path)
+        if "cfg" not in exclude and (path / "cfg").is_file():
+            self.cfg.update(srsly.read_json(path / "cfg"))
+        if "vocab" not in exclude:
+            self.vocab.from_disk(path / "vocab", exclude=exclude)
+        if "model" not in exclude:
+            model_path = path / "model"
+            if not model_path.is_file():
+                what = "is a directory, not a file" if model_path.is_dir() else "is missing"
+                raise ElmoWeightsError(
+                    f"{model_path} {what}: the saved pipeline's '{self.name}' component has no "
+                    f"stored biLM, so the pipeline is incomplete. Save the pipeline again from a "
+                    f"working copy (or copy or download it again)."
+                )
+            self._load_model_bytes(model_path.read_bytes(), str(model_path))
+        return self
+
+    def from_bytes(self, bytes_data: bytes, *, exclude: Iterable[str] = tuple()) -> "ElmoComponent":
+        try:
+            data = srsly.msgpack_loads(bytes_data)
+        except Exception as err:  # msgpack raises many unrelated types for damaged input
+            raise ElmoWeightsError(
+                f"The '{self.name}' component's bytes cannot be decoded ({type(err).__name__}: "
+                f"{err}): they are truncated or corrupted. Serialize the pipeline again."
+            ) from None
+        if not isinstance(data, dict):
+            raise ElmoWeightsError(f"The '{self.name}' component's bytes are not a serialized component. Serialize the pipeline again.")
+        if "cfg" not in exclude and "cfg" in data:
+            self.cfg.update(srsly.json_loads(data["cfg"]))
+        if "vocab" not in exclude and "vocab" in data:
+            self.vocab.from_bytes(data["vocab"], exclude=exclude)
+        if "model" not in exclude:
+            if "model" not in data:
+                raise ElmoWeightsError(
+                    f"The '{self.name}' component's bytes hold no 'model' (its biLM): they are "
+                    f"incomplete. Serialize the pipeline again without excluding 'model'."
+                )
+            self._load_model_bytes(data["model"], f"the '{self.name}' component's serialized model")
+        return self
+
+    def _load_model_bytes(self, data: bytes, source: str) -> None:
+        try:
+            with serialized_source(source):
+                self.model.from_bytes(data)
+        except ElmoError:
+            raise
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError) as err:
+            raise ElmoWeightsError(
+                f"{source} cannot be read ({type(err).__name__}: {err}): the file is truncated or "
+                f"corrupted (a process killed while writing it, a partial copy or download). "
+                f"Save the pipeline again from a working copy, or copy or download it again."
+            ) from None
+        self._set_frozen(self.cfg["frozen"])
+
+
+def write_if_changed(path: Path, data: bytes) -> bool:
+    """Write ``data`` to ``path`` atomically unless the file already holds exactly ``data``;
+    return whether it was written."""
+    try:
+        if path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data:
+            return False
+    except OSError:
+        pass
+    write_bytes_atomic(path, data)
+    return True

@@ -1,0 +1,376 @@
+"""What the README's "What we guarantee" promises: thread safety, integrity checks on every
+weights source, clear errors for damaged pipelines, saves that never rewrite unchanged
+weights, and bounded batch dependence. Runs on tiny random biLMs built here."""
+
+import json
+import os
+import random
+import threading
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import h5py
+import numpy as np
+import pytest
+import spacy
+import srsly
+import torch
+
+from spacy_elmo import ElmoBiLM, ElmoOptionsError, ElmoWeightsError
+from spacy_elmo.bilm.options import ElmoOptions
+from spacy_elmo.bilm.weights_io import read_weights, write_weights
+from spacy_elmo.layers import bilm_layer
+
+TINY = {
+    "lstm": {"dim": 32, "projection_dim": 16, "n_layers": 2, "cell_clip": 3, "proj_clip": 3, "use_skip_connections": True},
+    "char_cnn": {"embedding": {"dim": 4}, "filters": [[1, 8], [2, 8], [3, 12]], "n_highway": 1,
+                 "activation": "relu", "max_characters_per_token": 50, "n_characters": 262},
+}
+TEXT = "She sat on the river bank ."
+
+
+def tiny_arrays(options: ElmoOptions, seed: int = 0) -> Dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for name, shape in options.expected_shapes().items():
+        fan_in = int(np.prod(shape[:-1])) if len(shape) > 1 else 1
+        scale = 1.0 if name == "char_embed" else (0.1 if len(shape) == 1 else 1.5 / np.sqrt(fan_in))
+        arrays[name] = rng.normal(0.0, scale, shape).astype(np.float32)
+    return arrays
+
+
+def make_model_dir(folder: Path, options: Dict = TINY, seed: int = 0) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "options.json").write_text(json.dumps(options), encoding="utf-8")
+    write_weights(folder / "weights.hdf5", tiny_arrays(ElmoOptions.from_dict(options), seed))
+    return folder
+
+
+@pytest.fixture()
+def tiny_dir(tmp_path: Path) -> Path:
+    return make_model_dir(tmp_path / "tiny")
+
+
+def make_nlp(model_dir: Path, **model):
+    nlp = spacy.blank("en")
+    nlp.add_pipe("elmo", config={"model": {"weights": str(model_dir), **model}})
+    return nlp
+
+
+def bilm_node(nlp):
+    return next(node for node in nlp.get_pipe("elmo").model.walk() if node.name == "elmo-bilm")
+
+
+def random_texts(n: int, n_words: int, seed: int, max_length: int = 6) -> List[str]:
+    rng = random.Random(seed)
+    vocabulary = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(1, 12))) for _ in range(n_words)]
+    return [" ".join(rng.choice(vocabulary) for _ in range(rng.randint(1, max_length))) for _ in range(n)]
+
+
+def run_threads(n_threads: int, work) -> None:
+    errors: List[BaseException] = []
+    start = threading.Barrier(n_threads)
+
+    def target(k: int) -> None:
+        try:
+            start.wait()
+            work(k)
+        except BaseException as err:  # re-raised in the main thread
+            errors.append(err)
+
+    threads = [threading.Thread(target=target, args=(k,)) for k in range(n_threads)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+
+
+# ---------------------------------------------------------------------------- threads
+
+BATCH_TOLERANCE = 1e-5
+"""The README's bound on float32 rounding differences between batch compositions."""
+
+
+@pytest.mark.parametrize("texts_mode", ["shared", "distinct"])
+@pytest.mark.parametrize("token_cache_size,layer_cache_mb", [(64, 0), (64, 1024), (10_000, 0), (10_000, 1024)])
+def test_threads_give_the_vectors_of_a_sequential_run(tiny_dir, monkeypatch, texts_mode, token_cache_size, layer_cache_mb):
+    """Four threads calling nlp(text) on one pipeline get exactly what one thread gets running
+    the same biLM calls in the order they took the lock (replayed on a fresh pipeline), and
+    what a plain sequential run gets, up to the documented rounding bound."""
+    texts = random_texts(60, 150, seed=1)
+    config = {"token_cache_size": token_cache_size, "layer_cache_mb": layer_cache_mb}
+    nlp = make_nlp(tiny_dir, **config)
+    calls: List[Tuple[List[List[str]], List[np.ndarray]]] = []
+    original = bilm_layer._frozen_forward
+
+    def recording(model, sequences):
+        outputs = original(model, sequences)
+        calls.append(([list(s) for s in sequences], [np.array(o, copy=True) for o in outputs]))
+        return outputs
+
+    monkeypatch.setattr(bilm_layer, "_frozen_forward", recording)
+    results: List[List[Tuple[str, np.ndarray]]] = [[] for _ in range(4)]
+
+    def work(k: int) -> None:
+        mine = random.Random(k).sample(texts, len(texts)) if texts_mode == "shared" else texts[k::4]
+        for text in mine:
+            results[k].append((text, nlp(text)._.elmo_layers))
+
+    run_threads(4, work)
+    monkeypatch.setattr(bilm_layer, "_frozen_forward", original)
+
+    replay = bilm_node(make_nlp(tiny_dir, **config))
+    for sequences, outputs in calls:
+        for expected, got in zip(outputs, original(replay, sequences)):
+            np.testing.assert_array_equal(got, expected)
+    sequential = make_nlp(tiny_dir, **config)
+    reference = {text: sequential(text)._.elmo_layers for text in texts}
+    assert sum(map(len, results)) == (4 if texts_mode == "shared" else 1) * len(texts)
+    for text, layers in (item for result in results for item in result):
+        np.testing.assert_allclose(layers, reference[text], rtol=0, atol=BATCH_TOLERANCE)
+
+
+def test_threads_without_caches_are_bit_identical_to_a_sequential_run(tiny_dir):
+    texts = random_texts(40, 100, seed=2)
+    config = {"token_cache_size": 0, "layer_cache_mb": 0}
+    sequential = make_nlp(tiny_dir, **config)
+    reference = {text: sequential(text)._.elmo_layers for text in texts}
+    nlp = make_nlp(tiny_dir, **config)
+    results: List[Tuple[str, np.ndarray]] = []
+    run_threads(4, lambda k: results.extend((t, nlp(t)._.elmo_layers) for t in random.Random(k).sample(texts, len(texts))))
+    assert len(results) == 4 * len(texts)
+    for text, layers in results:
+        np.testing.assert_array_equal(layers, reference[text])
+
+
+def test_concurrent_first_calls_load_the_bilm_once(tiny_dir, monkeypatch):
+    loads = []
+    original = bilm_layer.load_bilm
+
+    def slow_load(settings):
+        loads.append(threading.get_ident())
+        threading.Event().wait(0.2)
+        return original(settings)
+
+    monkeypatch.setattr(bilm_layer, "load_bilm", slow_load)
+    nlp = make_nlp(tiny_dir)
+    layers = [None] * 4
+    run_threads(4, lambda k: layers.__setitem__(k, nlp(TEXT)._.elmo_layers))
+    assert len(loads) == 1
+    for other in layers[1:]:
+        np.testing.assert_array_equal(other, layers[0])
+
+
+def test_pipelines_with_locks_can_still_be_copied(tiny_dir):
+    """Locks are not copied: Model.copy (used by nlp.replace_listeners) deep-copies the biLM."""
+    nlp = make_nlp(tiny_dir)
+    expected = nlp(TEXT)._.elmo_layers
+    copy = nlp.get_pipe("elmo").model.copy()
+    np.testing.assert_array_equal(copy.predict([nlp.make_doc(TEXT)])[0], expected)
+
+
+# ---------------------------------------------------------------------------- saving
+
+def test_saving_again_does_not_rewrite_unchanged_weights(tiny_dir, tmp_path):
+    nlp = make_nlp(tiny_dir, layer_cache_mb=0)
+    nlp(TEXT)
+    nlp.to_disk(tmp_path / "pipeline")
+    model_file = tmp_path / "pipeline" / "elmo" / "model"
+    before = model_file.stat()
+    nlp.to_disk(tmp_path / "pipeline")
+    after = model_file.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert not [p for p in model_file.parent.iterdir() if p.name.startswith(".")]
+
+    with torch.no_grad():
+        bilm_node(nlp).shims[0].bilm.token_encoder.projection_bias.add_(1.0)
+    nlp.to_disk(tmp_path / "pipeline")
+    assert model_file.stat().st_mtime_ns != before.st_mtime_ns
+    np.testing.assert_array_equal(spacy.load(tmp_path / "pipeline")(TEXT)._.elmo_layers, nlp(TEXT)._.elmo_layers)
+
+
+def test_interrupted_save_keeps_the_previous_files(tiny_dir, tmp_path, monkeypatch):
+    """The component's files are written beside their target and renamed: a save that dies
+    before the rename leaves the previous, complete file and no partial one."""
+    nlp = make_nlp(tiny_dir)
+    expected = nlp(TEXT)._.elmo_layers
+    nlp.to_disk(tmp_path / "pipeline")
+    model_file = tmp_path / "pipeline" / "elmo" / "model"
+    old_bytes = model_file.read_bytes()
+    with torch.no_grad():
+        bilm_node(nlp).shims[0].bilm.token_encoder.projection_bias.add_(1.0)
+
+    def crash(*args, **kwargs):
+        raise OSError("simulated crash before the rename")
+
+    monkeypatch.setattr(os, "fsync", crash)
+    with pytest.raises(OSError, match="simulated crash"):
+        nlp.get_pipe("elmo").to_disk(tmp_path / "pipeline" / "elmo", exclude=["vocab"])
+    monkeypatch.undo()
+    assert model_file.read_bytes() == old_bytes
+    assert not [p for p in model_file.parent.iterdir() if p.name.startswith(".")]
+    np.testing.assert_array_equal(spacy.load(tmp_path / "pipeline")(TEXT)._.elmo_layers, expected)
+
+
+# ---------------------------------------------------------------------------- integrity
+
+def _saved(tiny_dir: Path, tmp_path: Path) -> Path:
+    nlp = make_nlp(tiny_dir)
+    nlp(TEXT)
+    nlp.to_disk(tmp_path / "pipeline")
+    return tmp_path / "pipeline"
+
+
+def test_flipped_bytes_in_saved_weights_fail_the_checksum(tiny_dir, tmp_path):
+    pipeline = _saved(tiny_dir, tmp_path)
+    model_file = pipeline / "elmo" / "model"
+    data = bytearray(model_file.read_bytes())
+    start = data.index(b"\x89HDF\r\n\x1a\n")
+    rng = random.Random(0)
+    # The float data fills the end of the HDF5 image; flip 64 bytes there.
+    for position in rng.sample(range(len(data) - 4000, len(data) - 100), 64):
+        data[position] ^= 0x5A
+    assert start < len(data) - 4000
+    model_file.write_bytes(bytes(data))
+    with pytest.raises(ElmoWeightsError) as info:
+        spacy.load(pipeline)
+    message = str(info.value)
+    assert str(model_file) in message and "checksum" in message and "corrupted" in message
+    assert "Save the pipeline again" in message
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_weight_in_a_weights_file_is_an_error(tiny_dir, bad):
+    options = ElmoOptions.from_file(tiny_dir / "options.json")
+    arrays = tiny_arrays(options)
+    arrays["RNN_1/RNN/MultiRNNCell/Cell1/LSTMCell/W_0"][3, 5] = bad
+    write_weights(tiny_dir / "weights.hdf5", arrays)
+    with pytest.raises(ElmoWeightsError, match=r"dataset 'RNN_1/RNN/MultiRNNCell/Cell1/LSTMCell/W_0' holds 1 NaN or infinite value\(s\) \(the first at index \(3, 5\)") as info:
+        ElmoBiLM.from_pretrained(tiny_dir)
+    assert str(tiny_dir / "weights.hdf5") in str(info.value)
+
+
+def test_non_finite_weight_in_a_saved_pipeline_is_an_error(tiny_dir, tmp_path):
+    """A checksum matches whatever was saved; the finite check still catches NaN saved by a diverged run."""
+    nlp = make_nlp(tiny_dir)
+    with torch.no_grad():
+        bilm_node(nlp).shims[0].bilm.token_encoder.projection[0, 0] = float("nan")
+    nlp.to_disk(tmp_path / "pipeline")
+    with pytest.raises(ElmoWeightsError, match=r"elmo/model \(its weights\): dataset 'CNN_proj/W_proj' holds 1 NaN"):
+        spacy.load(tmp_path / "pipeline")
+
+
+@pytest.mark.parametrize(
+    "section,field,value,expected",
+    [
+        ("lstm", "cell_clip", float("nan"), r"'lstm.cell_clip' must be a finite number > 0, or null .*got nan"),
+        ("lstm", "proj_clip", -3, r"'lstm.proj_clip' must be a finite number > 0, or null .*got -3"),
+        ("lstm", "cell_clip", "3", r"'lstm.cell_clip' must be a finite number > 0, or null .*got '3'"),
+        ("char_cnn", "n_characters", "lots", r"'char_cnn.n_characters' must be 261 or 262 .*got 'lots'"),
+        ("char_cnn", "max_characters_per_token", 1e9, r"'char_cnn.max_characters_per_token' must be an integer in \[3, 1000\].*got 1000000000.0"),
+        ("char_cnn", "max_characters_per_token", 10**9, r"'char_cnn.max_characters_per_token' must be an integer in \[3, 1000\].*got 1000000000"),
+        ("lstm", "dim", -32, r"'lstm.dim' must be an integer in \[1, 65536\], got -32"),
+        ("lstm", "n_layers", True, r"'lstm.n_layers' must be an integer in \[1, 64\], got True"),
+        ("char_cnn", "n_highway", 1.5, r"'char_cnn.n_highway' must be an integer in \[0, 64\], got 1.5"),
+    ],
+)
+def test_options_are_numbers_in_range(tmp_path, section, field, value, expected):
+    options = json.loads(json.dumps(TINY))
+    options[section][field] = value
+    path = tmp_path / "options.json"
+    path.write_text(json.dumps(options), encoding="utf-8")
+    with pytest.raises(ElmoOptionsError, match=expected) as info:
+        ElmoOptions.from_file(path)
+    assert str(path) in str(info.value)
+
+
+# ---------------------------------------------------------------------------- damaged pipelines
+
+def _rewrite_stored_bilm(model_file: Path, change) -> None:
+    """Decode the component's model file down to the stored biLM, change it, encode it back."""
+    envelope = srsly.msgpack_loads(model_file.read_bytes())
+    shim_bytes = envelope["shims"][next(i for i, shims in enumerate(envelope["shims"]) if shims)][0]
+    shim = srsly.msgpack_loads(shim_bytes)
+    stored = srsly.msgpack_loads(shim["state"])
+    change(stored)
+    shim["state"] = srsly.msgpack_dumps(stored)
+    new_shim = srsly.msgpack_dumps(shim)
+    for shims in envelope["shims"]:
+        if shims:
+            shims[0] = new_shim
+    model_file.write_bytes(srsly.msgpack_dumps(envelope))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty", "garbage", "missing", "directory", "no weights", "no options"])
+def test_damaged_saved_pipelines_are_clear_errors(tiny_dir, tmp_path, damage):
+    pipeline = _saved(tiny_dir, tmp_path)
+    model_file = pipeline / "elmo" / "model"
+    data = model_file.read_bytes()
+    if damage == "truncated":
+        model_file.write_bytes(data[: len(data) * 16 // 100])
+    elif damage == "empty":
+        model_file.write_bytes(b"")
+    elif damage == "garbage":
+        model_file.write_bytes(b"\x00\xff<html>not found</html>" * 100)
+    elif damage == "missing":
+        model_file.unlink()
+    elif damage == "directory":
+        model_file.unlink()
+        model_file.mkdir()
+    elif damage == "no weights":
+        _rewrite_stored_bilm(model_file, lambda stored: stored.pop("weights"))
+    else:
+        _rewrite_stored_bilm(model_file, lambda stored: stored.pop("options"))
+    with pytest.raises(ElmoWeightsError) as info:
+        spacy.load(pipeline)
+    message = str(info.value)
+    assert str(model_file) in message
+    assert "Save the pipeline again" in message
+    assert info.value.__cause__ is None
+
+
+def test_damaged_component_bytes_are_clear_errors(tiny_dir):
+    nlp = make_nlp(tiny_dir)
+    nlp(TEXT)
+    data = nlp.get_pipe("elmo").to_bytes()
+    for broken in (data[: len(data) // 3], b"", b"garbage"):
+        with pytest.raises(ElmoWeightsError, match="corrupted|incomplete|not a serialized"):
+            make_nlp(tiny_dir).get_pipe("elmo").from_bytes(broken)
+
+
+def test_missing_weights_file_says_the_weights_file_is_missing(tmp_path):
+    nlp = spacy.blank("en")
+    nlp.add_pipe("elmo", config={"model": {"weights": str(tmp_path / "x" / "weights.hdf5")}})
+    with pytest.raises(ElmoWeightsError, match=r"Weights file not found: .*x/weights.hdf5"):
+        nlp(TEXT)
+
+
+def test_weights_path_that_is_a_directory_is_a_clear_error(tmp_path):
+    (tmp_path / "weights.hdf5").mkdir()
+    (tmp_path / "options.json").write_text(json.dumps(TINY), encoding="utf-8")
+    nlp = spacy.blank("en")
+    nlp.add_pipe("elmo", config={"model": {"weights": str(tmp_path / "weights.hdf5")}})
+    with pytest.raises(ElmoWeightsError, match=r"weights.hdf5 is a directory, not an HDF5 weights file"):
+        nlp(TEXT)
+    with pytest.raises(ElmoWeightsError, match=r"weights.hdf5 is a directory, not an HDF5 weights file"):
+        read_weights(tmp_path / "weights.hdf5", ElmoOptions.from_dict(TINY))
+
+
+# ---------------------------------------------------------------------------- batch independence
+
+def test_batch_composition_changes_vectors_by_rounding_only():
+    """The shipped biLM, caches off: a sentence alone and inside batches of 7 and 64 differ by
+    at most the README's bound (measured up to 4.3e-6; MKL/oneDNN pick kernels by shape)."""
+    bilm = ElmoBiLM.from_pretrained("default", token_cache_size=0)
+    rng = random.Random(0)
+    words = TEXT.lower().split() + "the cat and money went to see dogs run today extraordinarily , quickly".split()
+    sentences = [[rng.choice(words) for _ in range(rng.randint(1, 30))] for _ in range(64)]
+    worst = 0.0
+    for index in range(6):
+        alone = bilm.embed_sentences([sentences[index]])[0]
+        for size in (7, 64):
+            batch = [sentences[index]] + [s for i, s in enumerate(sentences) if i != index][: size - 1]
+            worst = max(worst, float(np.abs(bilm.embed_sentences(batch, batch_size=size)[0] - alone).max()))
+    assert worst <= BATCH_TOLERANCE
