@@ -1,5 +1,5 @@
-"""Command line: ``python -m spacy_elmo download NAME``, ``pretrain CONFIG OUTPUT_DIR``, ``embed INPUT OUTPUT``
-and ``embed-merge OUT SHARD...``."""
+"""Command line: ``python -m spacy_elmo download NAME``, ``pretrain CONFIG OUTPUT_DIR``, ``embed INPUT OUTPUT``,
+``embed-merge OUT SHARD...`` and ``init-config IN OUT``."""
 
 import argparse
 import sys
@@ -21,6 +21,10 @@ def main(argv: Optional[List[str]] = None) -> int:
 
         run = embed_main if argv[0] == "embed" else merge_main
         return run(argv[1:], prog=f"python -m spacy_elmo {argv[0]}")
+    if argv and argv[0] == "init-config":
+        from .init_config import main as init_config_main
+
+        return init_config_main(argv[1:], prog="python -m spacy_elmo init-config")
     parser = argparse.ArgumentParser(prog="python -m spacy_elmo", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     download = commands.add_parser("download", help="Download a published biLM into the cache.")
@@ -36,6 +40,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     )
     commands.add_parser(
         "embed-merge", add_help=False, help="Merge the shard files of embed --shard I/N (python -m spacy_elmo embed-merge --help)."
+    )
+    commands.add_parser(
+        "init-config",
+        add_help=False,
+        help="Rewrite a 'spacy init config' training config to use ELMo (python -m spacy_elmo init-config --help).",
     )
     args = parser.parse_args(argv)
     try:

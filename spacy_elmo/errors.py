@@ -19,3 +19,7 @@ class ElmoModelNotFoundError(ElmoError, LookupError):
 
 class ElmoDownloadError(ElmoError, OSError):
     """Downloading a published model failed."""
+
+
+class ElmoConfigError(ElmoError, ValueError):
+    """A spaCy training config cannot be rewritten for ELMo (``init-config``)."""
