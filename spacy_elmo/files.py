@@ -12,7 +12,7 @@ import shutil
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, List, Union
+from typing import Callable, Iterator, List, Optional, Union
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -51,6 +51,31 @@ def atomic_path(target: PathLike) -> Iterator[Path]:
             tmp.unlink()
 
 
+@contextmanager
+def atomic_directory(target: PathLike) -> Iterator[Path]:
+    """Yield a fresh temporary directory to fill; on success it is flushed and renamed to ``target``.
+
+    ``target`` must not exist when the block ends (a reader sees no folder or the complete
+    one). On any exception the temporary directory is removed and ``target`` is untouched.
+    """
+    target = Path(target)
+    tmp = temporary_name(target)
+    tmp.mkdir()
+    try:
+        yield tmp
+        for path in tmp.iterdir():
+            if path.is_file():
+                fsync_path(path)
+        fsync_path(tmp)
+        if target.exists():
+            raise FileExistsError(f"{target} already exists; move it away before renaming {tmp.name} onto it")
+        os.rename(tmp, target)
+        fsync_path(target.parent)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def write_bytes_atomic(target: PathLike, data: bytes) -> None:
     """Write ``data`` to ``target`` atomically."""
     with atomic_path(target) as tmp:
@@ -63,14 +88,18 @@ def write_text_atomic(target: PathLike, text: str) -> None:
     write_bytes_atomic(target, text.encode("utf-8"))
 
 
-def remove_orphans(directory: PathLike) -> List[Path]:
-    """Delete temporary files and folders a killed writer left in ``directory``; return them."""
+def remove_orphans(directory: PathLike, keep: Optional[Callable[[Path], bool]] = None) -> List[Path]:
+    """Delete temporary files and folders a killed writer left in ``directory``; return them.
+
+    ``keep(path)`` True spares a temporary that may still hold the only copy of something
+    (a complete checkpoint whose rename was interrupted, for instance).
+    """
     directory = Path(directory)
     removed: List[Path] = []
     if not directory.is_dir():
         return removed
     for path in directory.iterdir():
-        if path.name.startswith(".") and TMP_MARK in path.name:
+        if path.name.startswith(".") and TMP_MARK in path.name and not (keep is not None and keep(path)):
             if path.is_dir():
                 shutil.rmtree(path, ignore_errors=True)
             else:
