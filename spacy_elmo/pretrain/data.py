@@ -12,9 +12,11 @@ import gzip
 import io
 import itertools
 import random
+import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, List, Optional, Sequence, Tuple, TypeVar
+from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, TypeVar
 
 import numpy as np
 import torch
@@ -27,6 +29,12 @@ from .vocab import Vocab
 
 Sentence = List[str]
 T = TypeVar("T")
+Warn = Callable[[str], None]
+
+# Undecodable bytes, as the "surrogateescape" error handler represents them.
+ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
+# A file is refused once at least this many lines are read and more than half are not UTF-8.
+UNDECODABLE_MIN_LINES = 100
 
 
 def resolve_files(spec: Optional[str], key: str) -> List[Path]:
@@ -47,32 +55,72 @@ def resolve_files(spec: Optional[str], key: str) -> List[Path]:
     return files
 
 
-def read_lines(path: Path) -> Iterator[str]:
-    """Non-empty, stripped lines of a plain or gzip text file."""
+def read_lines(path: Path, warn: Optional[Warn] = None) -> Iterator[str]:
+    """Non-empty, stripped lines of a plain or gzip UTF-8 text file.
+
+    Undecodable bytes become U+FFFD; at the end of the file ``warn`` (default: a Python warning)
+    gets the file name and the count of such lines. A file whose lines are mostly not UTF-8
+    (binary data, another encoding) is refused with :class:`PretrainDataError`.
+    """
+    total = undecodable = 0
     try:
         raw = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
-        with io.TextIOWrapper(raw, encoding="utf-8", errors="replace") as handle:
+        with io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape") as handle:
             for line in handle:
                 line = line.strip()
-                if line:
-                    yield line
+                if not line:
+                    continue
+                total += 1
+                if not line.isascii() and ESCAPED_BYTE.search(line):
+                    undecodable += 1
+                    line = line.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+                    if total >= UNDECODABLE_MIN_LINES and 2 * undecodable > total:
+                        raise PretrainDataError(_undecodable_message(path, undecodable, total, refused=True))
+                yield line
     except (OSError, EOFError) as err:
         raise PretrainDataError(f"Cannot read {path}: {err}. Check that the file is complete (gzip) and readable.") from None
+    if undecodable and 2 * undecodable > total:
+        raise PretrainDataError(_undecodable_message(path, undecodable, total, refused=True))
+    if undecodable:
+        (warn or _python_warning)(_undecodable_message(path, undecodable, total, refused=False))
+
+
+def _undecodable_message(path: Path, undecodable: int, total: int, refused: bool) -> str:
+    fix = f"Convert it to UTF-8 (e.g. iconv -f latin1 -t utf-8 {path.name} > {path.stem}.utf8.txt)"
+    if refused:
+        return (
+            f"{path}: {undecodable:,} of the first {total:,} lines are not UTF-8 text (a binary file, or another "
+            f"encoding such as latin-1). {fix}, or remove it from [paths] train/dev/test."
+        )
+    return f"warning: {path}: {undecodable:,} of {total:,} lines are not valid UTF-8; their undecodable bytes are read as U+FFFD. {fix} to train on the intended text."
+
+
+def _python_warning(message: str) -> None:
+    warnings.warn(message, UnicodeWarning, stacklevel=3)
 
 
 class SentenceReader:
     """Turns lines into tokenised sentences per [data]: format, tokenizer and length limits."""
 
-    def __init__(self, config: DataConfig) -> None:
+    def __init__(self, config: DataConfig, warn: Optional[Warn] = None) -> None:
         self.config = config
+        self.warn = warn
+        self._warned: Set[str] = set()
         self._nlp = None
 
     def sentences(self, files: Sequence[Path]) -> Iterator[Sentence]:
         """Every sentence of ``files`` in order, after the length filter and the cut into pieces."""
-        lines = itertools.chain.from_iterable(read_lines(path) for path in files)
+        lines = itertools.chain.from_iterable(read_lines(path, self._warn_once) for path in files)
         raw = self._split_paragraphs(lines) if self.config.format == "paragraphs" else (line.split() for line in lines)
         for tokens in raw:
             yield from self._pieces(tokens)
+
+    def _warn_once(self, message: str) -> None:
+        """Each epoch reads the files again: report a file's undecodable lines the first time only."""
+        if message in self._warned:
+            return
+        self._warned.add(message)
+        (self.warn or _python_warning)(message)
 
     def _split_paragraphs(self, lines: Iterable[str]) -> Iterator[Sentence]:
         nlp = self._pipeline()
