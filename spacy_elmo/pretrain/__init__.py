@@ -8,7 +8,7 @@ loss, perplexity), ``optim`` (optimiser and freeze schedule), ``checkpoint``,
 """
 
 from .config import PretrainConfig, load_config
-from .errors import CheckpointError, PretrainConfigError, PretrainDataError, TrainingDivergedError
+from .errors import CheckpointError, OutputDirError, PretrainConfigError, PretrainDataError, TrainingDivergedError, TrainingInterrupted
 from .trainer import PretrainResult, pretrain
 
 __all__ = [
@@ -19,5 +19,7 @@ __all__ = [
     "PretrainConfigError",
     "PretrainDataError",
     "CheckpointError",
+    "OutputDirError",
     "TrainingDivergedError",
+    "TrainingInterrupted",
 ]

@@ -1,24 +1,34 @@
-"""Atomic training checkpoints and directory replacement.
+"""Training checkpoints that survive crashes and corruption.
 
-A checkpoint is ``OUTPUT_DIR/checkpoint/`` with ``state.pt`` (model + softmax + optimiser
-state, random-generator states of every process, data position and counters) and a
-human-readable ``meta.json``. It is written into a temporary sibling directory and renamed
-into place, so a crash leaves either the old or the new checkpoint, never half of one.
-``state.pt`` holds only tensors and plain containers and is read with
-``torch.load(weights_only=True)``: loading never runs arbitrary pickled code.
+A checkpoint is a folder ``OUTPUT_DIR/checkpoint-<step>/`` with ``state.pt`` (model + softmax +
+optimiser state, random-generator states of every process, data position and counters) and
+``meta.json`` (human-readable counters, the settings that fix the data stream, and the size and
+sha256 of ``state.pt``). The folder is filled under a temporary name, ``meta.json`` last, and
+renamed into place, so a folder named ``checkpoint-<step>`` is always complete; the previous
+checkpoints are deleted only after a newer one is in place, and the newest two are kept. At any
+instant a complete checkpoint is therefore on disk, whatever moment a crash picks.
+
+Resuming takes the newest checkpoint whose ``state.pt`` matches its recorded checksum and falls
+back to older ones otherwise. Folders of older versions (``checkpoint/``, ``checkpoint.old/``
+and complete ``.checkpoint.tmp-*`` left by an interrupted swap) are read too. ``state.pt``
+holds only tensors and plain containers and is read with ``torch.load(weights_only=True)``:
+loading never runs arbitrary pickled code.
 """
 
+import hashlib
 import json
 import os
 import random
+import re
 import shutil
-import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
+from ..files import TMP_MARK, atomic_directory, fsync_path, temporary_name, write_text_atomic
 from .errors import CheckpointError
 
 PathLike = Union[str, Path]
@@ -27,67 +37,163 @@ STATE_FILE = "state.pt"
 META_FILE = "meta.json"
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format", "step", "tokens", "epoch", "position", "model", "optimizer", "rng", "world_size")
+PREFIX = "checkpoint-"
+LEGACY_NAMES = ("checkpoint", "checkpoint.old")
+NUMBERED = re.compile(r"checkpoint-(\d+)")
+TEMPORARY = re.compile(r"\.checkpoint(?:-(\d+))?" + re.escape(TMP_MARK))
 
 
-def temporary_sibling(target: Path) -> Path:
-    """A fresh, empty directory next to ``target`` to build its replacement in."""
-    tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:12]}")
-    tmp.mkdir(parents=True)
-    return tmp
+@dataclass
+class Checkpoint:
+    """A checkpoint folder on disk (not yet verified) and its step, from meta.json or its name."""
+
+    path: Path
+    step: int
+    meta: Dict[str, Any] = field(default_factory=dict)
+    meta_error: Optional[str] = None
 
 
-def replace_directory(tmp: Path, target: Path) -> None:
-    """Move ``tmp`` to ``target``; the previous ``target`` survives as ``<target>.old`` until the swap is done."""
-    old = target.with_name(target.name + ".old")
-    if old.exists():
-        shutil.rmtree(old)
-    if target.exists():
-        os.replace(target, old)
-    os.replace(tmp, target)
-    shutil.rmtree(old, ignore_errors=True)
+@dataclass
+class LoadedCheckpoint:
+    """The verified checkpoint a run resumes from, and the newer ones that failed verification."""
+
+    path: Path
+    state: Dict[str, Any]
+    meta: Dict[str, Any]
+    skipped: List[Tuple[Path, str]]
 
 
-def save_checkpoint(directory: PathLike, state: Dict[str, Any], meta: Dict[str, Any]) -> None:
-    """Write ``state`` (tensors and plain containers only) and ``meta`` atomically to ``directory``."""
-    directory = Path(directory)
-    tmp = temporary_sibling(directory)
-    try:
+def checkpoint_path(output_dir: PathLike, step: int) -> Path:
+    """Where the checkpoint of ``step`` lives."""
+    return Path(output_dir) / f"{PREFIX}{step}"
+
+
+def is_checkpoint_folder(path: Path) -> bool:
+    """Whether ``path`` is a checkpoint folder this command wrote (complete, partial or temporary)."""
+    if not path.is_dir():
+        return False
+    if TEMPORARY.match(path.name):
+        return True
+    if NUMBERED.fullmatch(path.name) or path.name in LEGACY_NAMES:
+        # A user's own folder of that name holds other files: it is not ours to delete.
+        return all(child.name in (STATE_FILE, META_FILE) or TMP_MARK in child.name for child in path.iterdir())
+    return False
+
+
+def may_hold_checkpoint(path: Path) -> bool:
+    """Whether a temporary folder may be a complete checkpoint (it has its meta.json): spare it from cleanup."""
+    return bool(TEMPORARY.match(path.name)) and (path / META_FILE).is_file()
+
+
+def list_checkpoints(output_dir: PathLike) -> List[Checkpoint]:
+    """Every folder with a meta.json that may be a checkpoint, newest first.
+
+    Within one step, a ``checkpoint-<step>`` folder comes before a legacy or temporary one.
+    """
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return []
+    found: List[Tuple[int, int, Checkpoint]] = []
+    for path in output_dir.iterdir():
+        numbered = NUMBERED.fullmatch(path.name)
+        temporary = TEMPORARY.match(path.name)
+        if not (numbered or temporary or path.name in LEGACY_NAMES) or not (path / META_FILE).is_file():
+            continue
+        checkpoint = _read_meta(path)
+        name_step = numbered.group(1) if numbered else temporary.group(1) if temporary else None
+        if checkpoint.meta_error is not None and name_step is not None:
+            checkpoint.step = int(name_step)
+        priority = 0 if numbered else 1 if path.name in LEGACY_NAMES else 2
+        found.append((checkpoint.step, -priority, checkpoint))
+    found.sort(key=lambda item: (item[0], item[1], item[2].path.name), reverse=True)
+    return [checkpoint for _, _, checkpoint in found]
+
+
+def save_checkpoint(output_dir: PathLike, state: Dict[str, Any], meta: Dict[str, Any]) -> Path:
+    """Write ``checkpoint-<step>`` (``state`` holds tensors and plain containers only); return its path.
+
+    ``meta.json`` is written last and records the size and sha256 of ``state.pt``. A folder of
+    the same step that already exists (one that failed verification) is replaced.
+    """
+    target = checkpoint_path(output_dir, int(state["step"]))
+    displaced: Optional[Path] = None
+    with atomic_directory(target) as tmp:
         torch.save({"format": FORMAT_VERSION, **state}, tmp / STATE_FILE)
-        (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        replace_directory(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        fsync_path(tmp / STATE_FILE)
+        files = {STATE_FILE: {"bytes": (tmp / STATE_FILE).stat().st_size, "sha256": sha256_of(tmp / STATE_FILE)}}
+        write_text_atomic(tmp / META_FILE, json.dumps({**meta, "files": files}, indent=2) + "\n")
+        if target.exists():
+            displaced = temporary_name(target)
+            os.replace(target, displaced)
+    if displaced is not None:
+        shutil.rmtree(displaced, ignore_errors=True)
+    return target
 
 
-def find_checkpoint(directory: PathLike) -> Path:
-    """The checkpoint to resume from; falls back to ``<dir>.old`` if a swap was interrupted."""
-    directory = Path(directory)
-    if (directory / STATE_FILE).is_file():
-        return directory
-    old = directory.with_name(directory.name + ".old")
-    if (old / STATE_FILE).is_file():
-        return old
+def prune_checkpoints(output_dir: PathLike, keep: Sequence[Path]) -> List[Path]:
+    """Delete every checkpoint folder of ``output_dir`` except ``keep``; return the deleted ones.
+
+    Call it only once the newest of ``keep`` is complete: then a checkpoint survives any crash.
+    """
+    kept = {Path(path).resolve() for path in keep}
+    removed = []
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return removed
+    for path in sorted(output_dir.iterdir()):
+        if path.resolve() not in kept and is_checkpoint_folder(path):
+            remove_folder(path)
+            removed.append(path)
+    return removed
+
+
+def remove_folder(path: Path) -> None:
+    """Rename ``path`` to a temporary name, then delete it: a crash never leaves half of it under its name."""
+    if not TEMPORARY.match(path.name) and TMP_MARK not in path.name:
+        hidden = temporary_name(path)
+        os.replace(path, hidden)
+        path = hidden
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def load_latest_checkpoint(output_dir: PathLike, map_location: Union[str, torch.device] = "cpu") -> LoadedCheckpoint:
+    """The newest checkpoint that passes verification; newer ones that fail are listed in ``skipped``.
+
+    Raises :class:`CheckpointError` naming every file checked when none passes.
+    """
+    output_dir = Path(output_dir)
+    candidates = list_checkpoints(output_dir)
+    if not candidates:
+        raise CheckpointError(no_checkpoint_message(output_dir))
+    skipped: List[Tuple[Path, str]] = []
+    for candidate in candidates:
+        try:
+            state = _load_verified(candidate, map_location)
+        except CheckpointError as err:
+            skipped.append((candidate.path, str(err)))
+            continue
+        return LoadedCheckpoint(candidate.path, state, candidate.meta, skipped)
+    problems = "; ".join(reason for _, reason in skipped)
     raise CheckpointError(
-        f"No checkpoint to resume from: {directory / STATE_FILE} does not exist. Start without "
-        f"--resume (or point OUTPUT_DIR at the directory of the run you want to continue)."
+        f"No intact checkpoint to resume from in {output_dir}: {problems}. Start over with --overwrite "
+        f"instead of --resume (it replaces this run's outputs), or in a new OUTPUT_DIR."
     )
 
 
-def load_checkpoint(directory: PathLike, map_location: Union[str, torch.device] = "cpu") -> Dict[str, Any]:
-    """Read a checkpoint; anything unreadable raises :class:`CheckpointError` naming the file and the fix."""
-    path = find_checkpoint(directory) / STATE_FILE
-    fix = f"Delete {path.parent} to restart from scratch, or start without --resume in a new OUTPUT_DIR."
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # torch reports truncated/garbled files with many exception types
-        raise CheckpointError(f"Checkpoint {path} is unreadable or corrupted ({type(err).__name__}: {_first_sentence(err)}). {fix}") from None
-    missing = [key for key in REQUIRED_KEYS if not isinstance(state, dict) or key not in state]
-    if missing:
-        raise CheckpointError(f"Checkpoint {path} is incomplete (missing {', '.join(missing)}). {fix}")
-    if state["format"] != FORMAT_VERSION:
-        raise CheckpointError(f"Checkpoint {path} has format {state['format']}, this version reads {FORMAT_VERSION}. {fix}")
-    return state
+def no_checkpoint_message(output_dir: Path) -> str:
+    return (
+        f"No checkpoint to resume from: {output_dir} has no {PREFIX}<step>/ folder with a {META_FILE}. "
+        f"Start without --resume (with --overwrite if {output_dir} is not empty), or point OUTPUT_DIR at "
+        f"the directory of the run you want to continue."
+    )
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def rng_state() -> Dict[str, Any]:
@@ -115,6 +221,52 @@ def set_rng_state(state: Dict[str, Any]) -> None:
     cuda_states: List[torch.Tensor] = state.get("cuda") or []
     if cuda_states and torch.cuda.is_available() and len(cuda_states) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all([s.cpu() for s in cuda_states])
+
+
+def _read_meta(path: Path) -> Checkpoint:
+    meta_path = path / META_FILE
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        step = meta["step"]
+        if not isinstance(meta, dict) or not isinstance(step, int) or isinstance(step, bool):
+            raise ValueError("'step' is not an integer")
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
+        return Checkpoint(path, -1, {}, f"{meta_path} is unreadable or corrupted ({_first_sentence(err)})")
+    return Checkpoint(path, step, meta)
+
+
+def _load_verified(checkpoint: Checkpoint, map_location: Union[str, torch.device]) -> Dict[str, Any]:
+    if checkpoint.meta_error is not None:
+        raise CheckpointError(checkpoint.meta_error)
+    path = checkpoint.path / STATE_FILE
+    for name, expected in (checkpoint.meta.get("files") or {}).items():
+        _verify_file(checkpoint.path / name, expected)
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch reports truncated/garbled files with many exception types
+        raise CheckpointError(f"{path} is unreadable or corrupted ({type(err).__name__}: {_first_sentence(err)})") from None
+    missing = [key for key in REQUIRED_KEYS if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise CheckpointError(f"{path} is incomplete (missing {', '.join(missing)})")
+    if state["format"] != FORMAT_VERSION:
+        raise CheckpointError(f"{path} has format {state['format']}, this version reads {FORMAT_VERSION} (written by another version of spacy-elmo)")
+    if state["step"] != checkpoint.step:
+        raise CheckpointError(f"{path} holds step {state['step']} but {checkpoint.path / META_FILE} says {checkpoint.step}")
+    return state
+
+
+def _verify_file(path: Path, expected: Dict[str, Any]) -> None:
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing")
+    size = path.stat().st_size
+    if size != expected.get("bytes"):
+        raise CheckpointError(f"{path} has {size:,} bytes, {path.parent / META_FILE} recorded {expected.get('bytes')!r} (truncated or changed)")
+    actual = sha256_of(path)
+    if actual != expected.get("sha256"):
+        raise CheckpointError(
+            f"{path} fails its sha256 check (recorded {str(expected.get('sha256'))[:12]}..., found {actual[:12]}...): "
+            f"it was corrupted after it was written"
+        )
 
 
 def _first_sentence(err: Exception) -> str:

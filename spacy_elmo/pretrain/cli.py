@@ -1,4 +1,4 @@
-"""``python -m spacy_elmo pretrain CONFIG OUTPUT_DIR [--resume] [--section.key VALUE ...]``."""
+"""``python -m spacy_elmo pretrain CONFIG OUTPUT_DIR [--resume | --overwrite] [--section.key VALUE ...]``."""
 
 import argparse
 import sys
@@ -6,13 +6,18 @@ from typing import List, Optional
 
 from ..errors import ElmoError
 from .config import help_epilog, parse_overrides
+from .errors import TrainingInterrupted
+
+INTERRUPTED_EXIT = 130
 
 DESCRIPTION = """\
 Pretrain (or fine-tune) an ELMo biLM on raw text. Writes OUTPUT_DIR/model-best and
 OUTPUT_DIR/model-last (options.json + weights.hdf5 in the published layout, for
 nlp.add_pipe("elmo", config={"model": {"weights": "OUTPUT_DIR/model-best"}})), plus
-vocab.txt, log.jsonl, checkpoint/ and metrics.json. For several processes (data
-parallel, gloo on CPU / nccl on CUDA) run the same command under
+vocab.txt, log.jsonl, checkpoint-<step>/ (the newest two) and metrics.json. OUTPUT_DIR
+must be empty or new unless --resume or --overwrite is given. Ctrl-C stops after the
+current step with a checkpoint (exit status 130); a second Ctrl-C aborts at once. For
+several processes (data parallel, gloo on CPU / nccl on CUDA) run the same command under
 `torchrun --nproc_per_node N -m spacy_elmo pretrain ...`."""
 
 
@@ -22,7 +27,12 @@ def build_parser(prog: str = "python -m spacy_elmo pretrain") -> argparse.Argume
     )
     parser.add_argument("config", help="config file (see configs/pretrain_small.cfg and configs/pretrain_tiny.cfg)")
     parser.add_argument("output_dir", help="directory for the vocabulary, logs, checkpoint and exported models")
-    parser.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/checkpoint exactly where it stopped")
+    parser.add_argument("--resume", action="store_true", help="continue exactly where the run in OUTPUT_DIR stopped (its newest intact checkpoint)")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start a new run in a non-empty OUTPUT_DIR: replaces the outputs of an earlier run there, keeps every other file",
+    )
     parser.add_argument("--gpu-id", type=int, default=None, help="CUDA device (default: 0 if CUDA is available, else the CPU); -1 forces the CPU")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads per process (default: torch's choice; cores / processes under torchrun)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (log.jsonl is written regardless)")
@@ -35,7 +45,7 @@ def build_parser(prog: str = "python -m spacy_elmo pretrain") -> argparse.Argume
 
 
 def main(argv: Optional[List[str]] = None, prog: str = "python -m spacy_elmo pretrain") -> int:
-    """Parse the command line, run :func:`spacy_elmo.pretrain.pretrain`; 0 on success, 1 on a reported error."""
+    """Parse the command line, run :func:`spacy_elmo.pretrain.pretrain`; 0 on success, 1 on a reported error, 130 on Ctrl-C."""
     parser = build_parser(prog)
     args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     try:
@@ -50,6 +60,7 @@ def main(argv: Optional[List[str]] = None, prog: str = "python -m spacy_elmo pre
             args.output_dir,
             overrides=overrides,
             resume=args.resume,
+            overwrite=args.overwrite,
             gpu_id=args.gpu_id,
             threads=args.threads,
             progress=not args.no_progress,
@@ -57,4 +68,10 @@ def main(argv: Optional[List[str]] = None, prog: str = "python -m spacy_elmo pre
     except ElmoError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except TrainingInterrupted as stop:
+        print(f"interrupted: {stop}", file=sys.stderr)
+        return INTERRUPTED_EXIT
+    except KeyboardInterrupt:
+        print("aborted by Ctrl-C: the steps since the last checkpoint are lost (--resume continues from it, if there is one)", file=sys.stderr)
+        return INTERRUPTED_EXIT
     return 0

@@ -17,3 +17,11 @@ class CheckpointError(ElmoError, RuntimeError):
 
 class TrainingDivergedError(ElmoError, FloatingPointError):
     """The training loss or gradient became NaN or infinite."""
+
+
+class OutputDirError(ElmoError, ValueError):
+    """OUTPUT_DIR is a file, holds another run's or the user's files, or cannot be written."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped the run after a step; the message says where the checkpoint to resume from is."""

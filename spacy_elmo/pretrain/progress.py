@@ -1,14 +1,13 @@
 """What a long run reports: ``log.jsonl`` lines and a tqdm bar with the ETA by budget."""
 
 import json
-import os
 import sys
-import uuid
 from pathlib import Path
 from typing import Any, Optional
 
 from tqdm import tqdm
 
+from ..files import write_text_atomic
 from .config import TrainingConfig
 
 BAR_UNITS = 1000
@@ -39,9 +38,7 @@ class RunLog:
                 continue
             if record.get("step", 0) <= step:
                 kept.append(line)
-        tmp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:12]}.tmp")
-        tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-        os.replace(tmp, self.path)
+        write_text_atomic(self.path, "".join(line + "\n" for line in kept))
 
 
 def budget_fraction(config: TrainingConfig, step: int, tokens: int, seconds: float) -> Optional[float]:

@@ -1,15 +1,17 @@
 """The pretraining run: setup, the training loop, evaluation, checkpoints and exports.
 
 Outputs in OUTPUT_DIR: ``config.cfg`` (the effective config), ``vocab.txt``, ``log.jsonl``,
-``checkpoint/``, ``model-last/`` and ``model-best/`` (``options.json`` + ``weights.hdf5`` in
-the published layout, loadable by the ``elmo`` component) and ``metrics.json``.
+``checkpoint-<step>/`` (the newest two), ``model-last/`` and ``model-best/`` (``options.json`` +
+``weights.hdf5`` in the published layout, loadable by the ``elmo`` component) and
+``metrics.json``. A run never deletes or replaces a file it did not write: it refuses a
+non-empty OUTPUT_DIR unless told to resume or to overwrite its own outputs.
 """
 
 import json
 import math
 import os
 import random
-import shutil
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,7 +21,17 @@ import numpy as np
 import torch
 
 from ..bilm.options import ElmoOptions
-from .checkpoint import find_checkpoint, load_checkpoint, replace_directory, rng_state, save_checkpoint, set_rng_state, temporary_sibling
+from ..files import remove_orphans, write_bytes_atomic, write_text_atomic
+from .checkpoint import (
+    list_checkpoints,
+    load_latest_checkpoint,
+    may_hold_checkpoint,
+    no_checkpoint_message,
+    prune_checkpoints,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from .config import PretrainConfig, load_config
 from .data import BatchStream, LmBatch, SentenceReader, group_by_length, make_batch, read_eval_sentences, resolve_files
 from .distributed import (
@@ -33,7 +45,8 @@ from .distributed import (
     parameter_checksum,
     shutdown,
 )
-from .errors import CheckpointError, PretrainConfigError, PretrainDataError, TrainingDivergedError
+from .errors import CheckpointError, OutputDirError, PretrainConfigError, PretrainDataError, TrainingDivergedError, TrainingInterrupted
+from .interrupt import StopRequest
 from .model import build_bilm, load_bilm
 from .objective import BiLMObjective, build_softmax, perplexities
 from .optim import (
@@ -48,6 +61,21 @@ from .progress import ProgressBar, RunLog
 from .vocab import Vocab
 
 PathLike = Union[str, Path]
+
+OWN_FILES = ("config.cfg", "vocab.txt", "log.jsonl", "metrics.json")
+MODEL_DIRS = ("model-best", "model-last")
+MODEL_FILES = ("options.json", "weights.hdf5")
+KEPT_CHECKPOINTS = 2
+# Temporary files of earlier versions' vocabulary and log writers, left by a killed run.
+EARLIER_TEMPORARY = re.compile(r"\.(vocab\.txt|log\.jsonl)\.[0-9a-f]{12}\.tmp")
+# Settings that fix the data stream and the model a checkpoint belongs to: a resumed run must keep them.
+RUN_SETTINGS = (
+    "data.format", "data.lang", "data.max_sentence_length", "data.min_tokens", "data.max_tokens",
+    "data.shuffle_buffer", "data.sort_pool",
+    "vocab.size", "vocab.min_count", "vocab.max_tokens_for_vocab", "vocab.path",
+    "training.seed", "training.batch_tokens", "training.softmax", "training.n_samples",
+    "training.adaptive_cutoffs", "training.adaptive_div_value", "training.init_from",
+)
 
 
 @dataclass
@@ -81,15 +109,22 @@ def pretrain(
     *,
     overrides: Optional[Dict[str, Any]] = None,
     resume: bool = False,
+    overwrite: bool = False,
     gpu_id: Optional[int] = None,
     threads: Optional[int] = None,
     progress: bool = True,
 ) -> PretrainResult:
-    """Train a biLM as ``config_path`` (plus dotted ``overrides``) describes, writing into ``output_dir``."""
+    """Train a biLM as ``config_path`` (plus dotted ``overrides``) describes, writing into ``output_dir``.
+
+    ``output_dir`` must be empty or missing unless ``resume`` (continue from its newest intact
+    checkpoint) or ``overwrite`` (replace this command's own outputs there, keep other files).
+    Ctrl-C stops after the current step with a checkpoint and raises :class:`TrainingInterrupted`.
+    """
     config = load_config(config_path, overrides)
     context = init_distributed(gpu_id)
     try:
-        return Trainer(config, Path(output_dir), context, resume=resume, threads=threads, progress=progress).run()
+        trainer = Trainer(config, Path(output_dir), context, resume=resume, overwrite=overwrite, threads=threads, progress=progress)
+        return trainer.run()
     finally:
         shutdown(context)
 
@@ -104,6 +139,7 @@ class Trainer:
         context: DistContext,
         *,
         resume: bool,
+        overwrite: bool = False,
         threads: Optional[int],
         progress: bool,
     ) -> None:
@@ -112,9 +148,15 @@ class Trainer:
         self.output_dir = output_dir
         self.context = context
         self.resume = resume
+        self.overwrite = overwrite
         self.state = TrainState()
+        self.checkpoints: List[Path] = []
+        """Verified checkpoints of this run, oldest first: the newest ``KEPT_CHECKPOINTS`` stay on disk."""
+        self.stop_request = StopRequest(self._acknowledge_stop)
         self.log = RunLog(output_dir / "log.jsonl", enabled=context.is_main)
-        self.bar = ProgressBar(self.training, enabled=progress and context.is_main)
+        # Setup messages are plain lines; the bar starts with the training loop (and never outlives a failed setup).
+        self.bar = ProgressBar(self.training, enabled=False)
+        self.show_progress = progress and context.is_main
         self._set_threads(threads)
         if not config.paths.train:
             raise PretrainConfigError(f"{config.source}: [paths] train is not set. Pass --paths.train FILE_OR_GLOB.")
@@ -127,7 +169,7 @@ class Trainer:
         np.random.seed(seed)
         torch.manual_seed(seed)
 
-        self.reader = SentenceReader(config.data)
+        self.reader = SentenceReader(config.data, warn=self.say)
         self.vocab = self._vocabulary()
 
         if self.training.init_from:
@@ -182,20 +224,70 @@ class Trainer:
             torch.set_num_threads(threads)
 
     def _prepare_output_dir(self) -> None:
-        checkpoint = self.output_dir / "checkpoint"
+        """Check OUTPUT_DIR on every process before any writes, then let the main one set it up."""
+        out = self.output_dir
+        if out.exists() and not out.is_dir():
+            raise OutputDirError(f"OUTPUT_DIR {out} is a file, not a directory. Pass the path of a directory (it is created if missing).")
+        if self.resume and self.overwrite:
+            raise OutputDirError(
+                f"--resume and --overwrite contradict each other for {out}: pass --resume to continue the run "
+                f"there, or --overwrite to start a new one."
+            )
         if self.resume:
-            find_checkpoint(checkpoint)
-        if self.context.is_main:
-            if not self.resume and (checkpoint.exists() or checkpoint.with_name("checkpoint.old").exists()):
-                raise CheckpointError(
-                    f"{checkpoint} already exists. Pass --resume to continue that run, or use a new "
-                    f"OUTPUT_DIR (or delete {self.output_dir}) to start over."
-                )
-            self.output_dir.mkdir(parents=True, exist_ok=True)
-            if not self.resume and self.log.path.exists():
-                self.log.path.unlink()
-            self.config.to_config().to_disk(self.output_dir / "config.cfg")
+            if not list_checkpoints(out):
+                raise CheckpointError(no_checkpoint_message(out))
+        else:
+            self._check_fresh_start()
         barrier(self.context)
+        if self.context.is_main:
+            try:
+                out.mkdir(parents=True, exist_ok=True)
+                remove_orphans(out, keep=may_hold_checkpoint)
+                for path in out.iterdir():
+                    if EARLIER_TEMPORARY.fullmatch(path.name) and path.is_file():
+                        path.unlink()
+                if self.overwrite:
+                    self._remove_previous_outputs()
+                write_text_atomic(out / "config.cfg", self.config.to_config().to_str())
+            except OSError as err:
+                raise OutputDirError(f"Cannot write to OUTPUT_DIR {out}: {err}. Check its permissions and free space, or pass another directory.") from None
+        barrier(self.context)
+
+    def _check_fresh_start(self) -> None:
+        out = self.output_dir
+        entries = sorted(path.name for path in out.iterdir()) if out.is_dir() else []
+        if entries and not self.overwrite:
+            shown = ", ".join(entries[:5]) + (f" and {len(entries) - 5} more" if len(entries) > 5 else "")
+            has_checkpoint = bool(list_checkpoints(out))
+            raise OutputDirError(
+                f"OUTPUT_DIR {out} is not empty ({shown}). "
+                + ("It holds a checkpoint: pass --resume to continue that run, or " if has_checkpoint else "Pass ")
+                + "--overwrite to start a new run there (it replaces config.cfg, vocab.txt, log.jsonl, metrics.json, "
+                "checkpoints and the model files of model-best/ and model-last/, and keeps every other file), "
+                "or choose a new OUTPUT_DIR."
+            )
+        for name in OWN_FILES:
+            if (out / name).is_dir():
+                raise OutputDirError(f"{out / name} is a directory, but pretraining writes a file there. Move it away or choose a new OUTPUT_DIR.")
+        for name in MODEL_DIRS:
+            if (out / name).exists() and not (out / name).is_dir():
+                raise OutputDirError(f"{out / name} is a file, but pretraining writes a model folder there. Move it away or choose a new OUTPUT_DIR.")
+
+    def _remove_previous_outputs(self) -> None:
+        """--overwrite: delete what an earlier run wrote here (so runs never mix), nothing else."""
+        out = self.output_dir
+        removed = prune_checkpoints(out, keep=[])
+        for name in ("log.jsonl", "metrics.json"):
+            (out / name).unlink(missing_ok=True)
+        for name in MODEL_DIRS:
+            folder = out / name
+            if folder.is_dir():
+                for file_name in MODEL_FILES:
+                    (folder / file_name).unlink(missing_ok=True)
+                if not any(folder.iterdir()):
+                    folder.rmdir()
+        if removed:
+            self.say(f"--overwrite: removed the earlier run's checkpoints ({', '.join(path.name for path in removed)})")
 
     def _vocabulary(self) -> Vocab:
         path = self.output_dir / "vocab.txt"
@@ -227,9 +319,53 @@ class Trainer:
         mine = groups[self.context.rank :: self.context.world_size]
         return [make_batch(group, self.vocab, max_chars).to(self.context.device) for group in mine]
 
+    def run_settings(self) -> Dict[str, Any]:
+        """What a checkpoint records so that resuming can refuse a different data stream or model."""
+        resolved = self.config.resolved
+        settings: Dict[str, Any] = {}
+        keys = list(RUN_SETTINGS)
+        if self.training.init_from is None:
+            keys += [f"model.{block}.{key}" for block in ("lstm", "char_cnn") for key in resolved["model"][block]]
+        for dotted in keys:
+            node: Any = resolved
+            for part in dotted.split("."):
+                node = node[part]
+            settings[dotted] = node
+        settings["paths.train"] = self.config.paths.train
+        settings["train_files"] = [[path.name, path.stat().st_size] for path in self.train_files]
+        return settings
+
+    def _check_run_settings(self, where: Path, recorded: Optional[Dict[str, Any]]) -> None:
+        if recorded is None:
+            self.say(f"note: {where} was written by an earlier version that does not record its data settings; not checking that [paths] train and [data] match")
+            return
+        current = self.run_settings()
+        differences = []
+        for key, before in recorded.items():
+            if key == "paths.train" or key not in current or current[key] == before:
+                continue
+            if key == "train_files":
+                differences.append(
+                    f"[paths] train = {current['paths.train']!r} gives the files {_describe_files(current[key])}, the run was "
+                    f"trained on {_describe_files(before)} ([paths] train = {recorded.get('paths.train')!r})"
+                )
+            else:
+                section, name = key.rsplit(".", 1)
+                differences.append(f"[{section}] {name} is {json.dumps(current[key])} now and was {json.dumps(before)} (--{key} {json.dumps(before)})")
+        if differences:
+            raise CheckpointError(
+                f"Cannot resume from {where}: the data stream or the model would differ from the run that wrote it "
+                f"({where / 'meta.json'}): {'; '.join(differences)}. Resume with the original settings, or start a new "
+                f"run in a new OUTPUT_DIR; to continue training these weights on other data, start a new OUTPUT_DIR with "
+                f"--training.init_from {self.output_dir / 'model-last'}."
+            )
+
     def _restore(self) -> None:
-        checkpoint = load_checkpoint(self.output_dir / "checkpoint")
-        where = self.output_dir / "checkpoint"
+        found = load_latest_checkpoint(self.output_dir)
+        for path, reason in found.skipped:
+            self.say(f"warning: skipping checkpoint {path.name}: {reason}; resuming from the previous one, {found.path.name}")
+        checkpoint, where = found.state, found.path
+        self._check_run_settings(where, found.meta.get("run") if "files" in found.meta else None)
         fix = "Resume with the config of the original run, or start without --resume in a new OUTPUT_DIR."
         try:
             self.objective.load_state_dict(checkpoint["model"])
@@ -240,6 +376,8 @@ class Trainer:
                 f"init_from differ): {str(err).splitlines()[0][:300]}. {fix}"
             ) from None
         self.state = TrainState(**checkpoint["trainer"])
+        self.state.last_checkpoint_step = self.state.step
+        self.checkpoints = [where]
         rng_states = checkpoint["rng"]
         if checkpoint["world_size"] == self.context.world_size:
             set_rng_state(rng_states[self.context.rank])
@@ -255,10 +393,15 @@ class Trainer:
     # ------------------------------------------------------------------ loop
 
     def run(self) -> PretrainResult:
+        self.bar = ProgressBar(self.training, enabled=self.show_progress)
         try:
-            return self._run()
+            with self.stop_request:
+                return self._run()
         finally:
             self.bar.close()
+
+    def _acknowledge_stop(self) -> None:
+        self.say(f"Ctrl-C: stopping after step {self.state.step + 1:,} with a checkpoint (press Ctrl-C again to abort without one)")
 
     def _run(self) -> PretrainResult:
         training = self.training
@@ -268,13 +411,13 @@ class Trainer:
         session_start = time.perf_counter()
         wall_base = self.state.wall_seconds
         interval = {"loss": 0.0, "loss_forward": 0.0, "loss_backward": 0.0, "steps": 0, "tokens": 0, "seconds": 0.0}
-        stop = False
-        while not stop and not self._budget_reached():
+        stop = interrupted = False
+        while not stop and not interrupted and not self._budget_reached():
             step_start = time.perf_counter()
             epoch, position, sentences = next(batches)
             if training.max_epochs is not None and epoch >= training.max_epochs:
                 break
-            stats, stop = self._train_step(sentences)
+            stats, stop, interrupted = self._train_step(sentences)
             self.state.epoch, self.state.position = epoch, position
             seconds = time.perf_counter() - step_start
             self.state.train_seconds += seconds
@@ -295,7 +438,18 @@ class Trainer:
         if interval["steps"]:
             self._log_interval(interval)
         self.state.wall_seconds = wall_base + time.perf_counter() - session_start
+        if interrupted:
+            self._stop_interrupted()
         return self._finish()
+
+    def _stop_interrupted(self) -> None:
+        if self.state.last_checkpoint_step != self.state.step:
+            self._checkpoint()
+        self.log.write("interrupted", step=self.state.step, tokens=self.state.tokens)
+        raise TrainingInterrupted(
+            f"stopped by Ctrl-C after step {self.state.step:,}; checkpoint {self.checkpoints[-1]} saved, "
+            f"continue with the same command plus --resume"
+        )
 
     def _budget_reached(self) -> bool:
         training, state = self.training, self.state
@@ -304,7 +458,11 @@ class Trainer:
             training.max_tokens is not None and state.tokens >= training.max_tokens
         )
 
-    def _train_step(self, sentences: List[List[str]]) -> Tuple[Dict[str, float], bool]:
+    def _train_step(self, sentences: List[List[str]]) -> Tuple[Dict[str, float], bool, bool]:
+        """One optimiser step; also returns whether the time limit is reached and whether Ctrl-C asked to stop.
+
+        Both flags go through the all-reduce with the loss, so that every process stops after the same step.
+        """
         step_index = self.state.step
         trainable = trainable_blocks(self.training, self.options.n_layers, step_index)
         if trainable != self.trainable:
@@ -322,7 +480,14 @@ class Trainer:
             and self.state.train_seconds >= 60 * self.training.max_minutes
         )
         totals = torch.tensor(
-            [output.loss.item(), output.loss_forward.item(), output.loss_backward.item(), batch.n_words, float(over_time)],
+            [
+                output.loss.item(),
+                output.loss_forward.item(),
+                output.loss_backward.item(),
+                batch.n_words,
+                float(over_time),
+                float(self.stop_request.requested),
+            ],
             dtype=torch.float64,
         )
         all_reduce_sum(self.context, totals)
@@ -350,14 +515,16 @@ class Trainer:
             "lr": rate,
         }
         self._last_lr = rate
-        return stats, bool(totals[4] > 0)
+        # A lone process also honours a Ctrl-C that arrived after the all-reduce, at the end of this step.
+        interrupted = bool(totals[5] > 0) or (world == 1 and self.stop_request.requested)
+        return stats, bool(totals[4] > 0), interrupted
 
     def _diverged(self, what: str, rate: float) -> None:
         last = self.state.last_checkpoint_step
         kept = (
-            f"The last good checkpoint ({self.output_dir / 'checkpoint'}, step {last}) is kept: resume from it with "
+            f"The last good checkpoint ({self.checkpoints[-1]}, step {last}) is kept: resume from it with "
             f"--resume and the lower values."
-            if last is not None
+            if last is not None and self.checkpoints
             else "No checkpoint was written yet: start again with the lower values."
         )
         self.log.write("diverged", step=self.state.step + 1, reason=what)
@@ -406,23 +573,22 @@ class Trainer:
         return result
 
     def _export(self, name: str) -> None:
+        """Replace options.json and weights.hdf5 of ``OUTPUT_DIR/name``, each atomically; other files there stay."""
         if not self.context.is_main:
             return
         target = self.output_dir / name
-        tmp = temporary_sibling(target)
-        try:
-            self.objective.bilm.save(tmp)
-            replace_directory(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        target.mkdir(exist_ok=True)
+        data = self.objective.bilm.to_bytes()
+        write_bytes_atomic(target / "weights.hdf5", data["weights"])
+        write_bytes_atomic(target / "options.json", data["options"])
 
     def _checkpoint(self) -> None:
         rng_states = gather_objects(self.context, rng_state())
         self.state.last_checkpoint_step = self.state.step
+        path = self.output_dir / f"checkpoint-{self.state.step}"
         if self.context.is_main:
-            save_checkpoint(
-                self.output_dir / "checkpoint",
+            path = save_checkpoint(
+                self.output_dir,
                 {
                     "step": self.state.step,
                     "tokens": self.state.tokens,
@@ -442,8 +608,12 @@ class Trainer:
                     "batches_consumed_in_epoch": self.state.position,
                     "world_size": self.context.world_size,
                     "best_dev_ppl": self.state.best_ppl,
+                    "run": self.run_settings(),
                 },
             )
+        self.checkpoints = [*self.checkpoints, path][-KEPT_CHECKPOINTS:]
+        if self.context.is_main:
+            prune_checkpoints(self.output_dir, keep=self.checkpoints)
         barrier(self.context)
 
     def _finish(self) -> PretrainResult:
@@ -485,7 +655,7 @@ class Trainer:
             "config": self.config.resolved,
         }
         if self.context.is_main:
-            (self.output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+            write_text_atomic(self.output_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
         self.log.write("end", step=state.step, tokens=state.tokens, tokens_per_s=metrics["tokens_per_s"])
         self.say(
             f"done: {state.step:,} steps, {state.tokens:,} tokens, {metrics['tokens_per_s']:,.0f} tokens/s; "
@@ -493,3 +663,8 @@ class Trainer:
         )
         barrier(self.context)
         return PretrainResult(self.output_dir, self.objective, self.vocab, metrics)
+
+
+def _describe_files(files: List[List[Any]]) -> str:
+    shown = ", ".join(f"{name} ({size:,} bytes)" for name, size in files[:3])
+    return shown + (f" and {len(files) - 3} more" if len(files) > 3 else "")

@@ -5,12 +5,11 @@ sampled softmax's log-uniform sampler relies on the frequency order, as in bilm-
 """
 
 import itertools
-import os
-import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Iterable, List, Sequence, Union
 
+from ..files import write_text_atomic
 from .errors import PretrainDataError
 
 PathLike = Union[str, Path]
@@ -72,8 +71,5 @@ class Vocab:
         return cls([w.split()[0] if w.split() else w for w in words if w.strip()], source=str(path))
 
     def save(self, path: PathLike) -> None:
-        """Write one word per line, atomically (temporary file, then rename)."""
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
-        tmp.write_text("\n".join(self.words) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        """Write one word per line, atomically."""
+        write_text_atomic(path, "\n".join(self.words) + "\n")

@@ -1,0 +1,543 @@
+"""Pretraining under faults: crashes at any file-system step, SIGKILL, Ctrl-C, corrupted or
+older-layout checkpoints, a non-empty or wrong OUTPUT_DIR, undecodable text, changed settings."""
+
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from spacy_elmo.__main__ import main as cli_main
+from spacy_elmo.bilm.options import ElmoOptions
+from spacy_elmo.bilm.weights_io import read_weights
+from spacy_elmo.pretrain import CheckpointError, OutputDirError, PretrainDataError, load_config, pretrain
+from spacy_elmo.pretrain.checkpoint import is_checkpoint_folder, load_latest_checkpoint
+from spacy_elmo.pretrain.data import SentenceReader
+from spacy_elmo.pretrain.interrupt import StopRequest
+from spacy_elmo.pretrain.trainer import Trainer
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY_CONFIG = """
+[paths]
+train = null
+
+[data]
+max_sentence_length = 30
+shuffle_buffer = 200
+sort_pool = 100
+
+[vocab]
+size = 300
+
+[model]
+
+[model.lstm]
+dim = 16
+projection_dim = 8
+n_layers = 2
+
+[model.char_cnn]
+embedding_dim = 4
+filters = [[1, 8], [2, 8]]
+n_highway = 1
+
+[training]
+learn_rate = 0.003
+batch_tokens = 256
+max_steps = 8
+log_every = 1
+eval_every = 1000
+checkpoint_every = 4
+softmax = "sampled"
+n_samples = 32
+"""
+
+WORDS = "the a cat dog bird sees likes eats river house garden small red old near at in home".split()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("faults")
+    (folder / "tiny.cfg").write_text(TINY_CONFIG, encoding="utf-8")
+    rng = random.Random(7)
+    lines = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 9))) + " ." for _ in range(200)]
+    (folder / "train.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (folder / "other.txt").write_text("\n".join(reversed(lines)) + "\n", encoding="utf-8")
+    return folder
+
+
+def _overrides(corpus, **extra):
+    values = {"paths.train": str(corpus / "train.txt")}
+    values.update({key.replace("__", "."): value for key, value in extra.items()})
+    return values
+
+
+def _cli_args(overrides):
+    return [arg for key, value in overrides.items() for arg in (f"--{key}", json.dumps(value))]
+
+
+def _run(corpus, out, resume=False, overwrite=False, **extra):
+    return pretrain(corpus / "tiny.cfg", out, overrides=_overrides(corpus, **extra), resume=resume, overwrite=overwrite, progress=False)
+
+
+def _weights(folder: Path):
+    return read_weights(folder / "weights.hdf5", ElmoOptions.from_file(folder / "options.json"))
+
+
+def _same_weights(a: Path, b: Path) -> bool:
+    first, second = _weights(a), _weights(b)
+    return first.keys() == second.keys() and all(np.array_equal(first[k], second[k]) for k in first)
+
+
+def _checkpoint_names(out: Path):
+    return sorted((p.name for p in out.iterdir() if p.name.startswith("checkpoint")), key=lambda n: (len(n), n))
+
+
+def _resumed_from(out: Path):
+    return [r["step"] for r in map(json.loads, (out / "log.jsonl").read_text().splitlines()) if r["event"] == "resume"]
+
+
+@pytest.fixture(scope="module")
+def reference(corpus, tmp_path_factory):
+    """An uninterrupted run of 8 steps: what every interrupted-and-resumed run must end with."""
+    out = tmp_path_factory.mktemp("reference") / "out"
+    _run(corpus, out)
+    return out
+
+
+# ---------------------------------------------------------------- OUTPUT_DIR
+
+
+def test_non_empty_output_dir_is_refused_and_overwrite_keeps_unknown_files(corpus, tmp_path):
+    out = tmp_path / "out"
+    (out / "model-best").mkdir(parents=True)
+    user_files = {
+        out / "model-best" / "important.txt": b"my notes",
+        out / "vocab.txt": b"my vocabulary",
+        out / "config.cfg": b"my config",
+        out / "metrics.json": b"{}",
+        out / "notes.md": b"keep",
+    }
+    for path, data in user_files.items():
+        path.write_bytes(data)
+    with pytest.raises(OutputDirError) as err:
+        _run(corpus, out, training__max_steps=2)
+    message = str(err.value)
+    assert str(out) in message and "not empty" in message and "--overwrite" in message and "new OUTPUT_DIR" in message
+    assert all(path.read_bytes() == data for path, data in user_files.items())
+
+    config = str(corpus / "tiny.cfg")
+    assert cli_main(["pretrain", config, str(out), "--overwrite", "--no-progress", *_cli_args(_overrides(corpus, training__max_steps=2))]) == 0
+    assert (out / "model-best" / "important.txt").read_bytes() == b"my notes"
+    assert (out / "notes.md").read_bytes() == b"keep"
+    assert (out / "vocab.txt").read_text().split("\n")[:3] == ["<S>", "</S>", "<UNK>"]
+    assert json.loads((out / "metrics.json").read_text())["steps"] == 2
+    assert (out / "model-best" / "weights.hdf5").is_file() and (out / "model-last" / "options.json").is_file()
+
+
+def test_output_dir_that_is_a_file_and_contradicting_flags_are_clear_errors(corpus, tmp_path):
+    path = tmp_path / "out"
+    path.write_text("not a directory")
+    with pytest.raises(OutputDirError, match=re.escape(f"OUTPUT_DIR {path} is a file")):
+        _run(corpus, path)
+    assert cli_main(["pretrain", str(corpus / "tiny.cfg"), str(path), *_cli_args(_overrides(corpus))]) == 1
+    with pytest.raises(OutputDirError, match="--resume and --overwrite"):
+        _run(corpus, tmp_path / "other", resume=True, overwrite=True)
+
+
+def test_overwrite_discards_the_earlier_runs_checkpoints(corpus, tmp_path):
+    out = tmp_path / "out"
+    _run(corpus, out, training__checkpoint_every=2, training__max_steps=6)
+    assert _checkpoint_names(out) == ["checkpoint-4", "checkpoint-6"]
+    _run(corpus, out, overwrite=True, training__checkpoint_every=2, training__max_steps=2)
+    assert _checkpoint_names(out) == ["checkpoint-2"]
+    _run(corpus, out, resume=True, training__max_steps=3)
+    assert _resumed_from(out) == [2]
+
+
+# ---------------------------------------------------------------- crashes during checkpointing
+
+
+class Crash(BaseException):
+    """The process died: raised by the n-th file-system change, and by every one after it."""
+
+
+@contextmanager
+def crash_during_checkpoints(monkeypatch, n):
+    """Within ``Trainer._checkpoint``, the n-th rename/delete crashes the run, and nothing changes the disk afterwards."""
+    state = {"armed": False, "count": 0, "dead": False}
+
+    def wrap(function):
+        def change(*args, **kwargs):
+            if state["dead"]:
+                raise Crash
+            if state["armed"]:
+                state["count"] += 1
+                if state["count"] == n:
+                    state["dead"] = True
+                    raise Crash
+            return function(*args, **kwargs)
+
+        return change
+
+    original = Trainer._checkpoint
+
+    def checkpoint(self):
+        state["armed"] = True
+        try:
+            original(self)
+        finally:
+            state["armed"] = False
+
+    with monkeypatch.context() as patch:
+        for name in ("replace", "rename", "unlink", "remove", "rmdir"):
+            patch.setattr(os, name, wrap(getattr(os, name)))
+        patch.setattr(Trainer, "_checkpoint", checkpoint)
+        yield state
+
+
+@pytest.mark.slow
+def test_any_two_crashes_while_checkpointing_keep_a_resumable_checkpoint(corpus, tmp_path, monkeypatch, reference):
+    """Crash at every file-system change of one checkpoint, resume, crash at every change of the next:
+    a complete checkpoint always remains, and resuming still ends with the uninterrupted run's weights."""
+    base = tmp_path / "base"
+    _run(corpus, base, training__checkpoint_every=1, training__max_steps=2)
+    crashed_points = 0
+    for first in range(1, 7):
+        after_first = tmp_path / f"after-{first}"
+        shutil.copytree(base, after_first)
+        with crash_during_checkpoints(monkeypatch, first), pytest.raises(Crash):
+            _run(corpus, after_first, resume=True, training__checkpoint_every=1)
+        for second in range(1, 7):
+            out = tmp_path / f"run-{first}-{second}"
+            shutil.copytree(after_first, out)
+            with crash_during_checkpoints(monkeypatch, second) as crash:
+                try:
+                    _run(corpus, out, resume=True, training__checkpoint_every=1)
+                except Crash:
+                    crashed_points += 1
+            assert crash["dead"], "the crash point lies beyond the checkpoint's file-system changes"
+            _run(corpus, out, resume=True, training__checkpoint_every=100)
+            assert _resumed_from(out)[-1] >= 2, (first, second)
+            assert _same_weights(out / "model-last", reference / "model-last"), (first, second)
+            folders = [path.name for path in out.iterdir() if is_checkpoint_folder(path)]
+            assert len(folders) == 2 and "checkpoint-8" in folders, (first, second, folders)
+            shutil.rmtree(out)
+    assert crashed_points == 36
+
+
+def test_orphans_are_removed_and_complete_temporaries_of_todays_layout_are_used(corpus, tmp_path, reference):
+    """Today's two-rename swap could leave its only complete checkpoints under .checkpoint.tmp-* names."""
+    out = tmp_path / "out"
+    _run(corpus, out)  # checkpoint-4 and checkpoint-8
+    _make_legacy(out / "checkpoint-4", out / ".checkpoint.tmp-0123456789ab")
+    _make_legacy(out / "checkpoint-8", out / ".checkpoint.tmp-ba9876543210")
+    (out / ".checkpoint.tmp-00aa00aa00aa").mkdir()  # a swap killed while writing state.pt
+    (out / ".checkpoint.tmp-00aa00aa00aa" / "state.pt").write_bytes(b"partial")
+    (out / ".model-best.tmp-feedfeedfeed").mkdir()
+    (out / ".model-best.tmp-feedfeedfeed" / "options.json").write_text("{}")
+    (out / ".vocab.txt.tmp-0123456789ab").write_text("partial")
+    (out / ".log.jsonl.0123456789ab.tmp").write_text("partial")  # today's log writer's temporary name
+    _run(corpus, out, resume=True, training__max_steps=9)
+    assert _resumed_from(out) == [8]
+    assert sorted(p.name for p in out.iterdir() if ".tmp-" in p.name) == [".checkpoint.tmp-ba9876543210"]
+    assert _checkpoint_names(out) == ["checkpoint-9"]
+    _run(corpus, out, resume=True, training__max_steps=10)
+    assert not [p.name for p in out.iterdir() if ".tmp-" in p.name]
+
+
+def _make_legacy(checkpoint: Path, target: Path) -> None:
+    """Turn a checkpoint folder into today's layout: the same state.pt, a meta.json without checksums or settings."""
+    meta = json.loads((checkpoint / "meta.json").read_text())
+    legacy = {key: meta[key] for key in ("step", "tokens", "epoch", "batches_consumed_in_epoch", "world_size", "best_dev_ppl")}
+    (checkpoint / "meta.json").write_text(json.dumps(legacy, indent=2) + "\n")
+    os.rename(checkpoint, target)
+
+
+@pytest.mark.parametrize("name", ["checkpoint", "checkpoint.old"])
+def test_a_checkpoint_in_todays_layout_resumes_exactly(corpus, tmp_path, reference, capsys, name):
+    out = tmp_path / "out"
+    _run(corpus, out, training__max_steps=4)
+    _make_legacy(out / "checkpoint-4", out / name)
+    _run(corpus, out, resume=True, training__max_steps=8)
+    assert _resumed_from(out) == [4]
+    assert _same_weights(out / "model-last", reference / "model-last")
+    assert "does not record its data settings" in capsys.readouterr().err
+    assert set(_checkpoint_names(out)) == {name, "checkpoint-8"}
+    _run(corpus, out, resume=True, training__max_steps=9)
+    assert _checkpoint_names(out) == ["checkpoint-8", "checkpoint-9"]
+
+
+# ---------------------------------------------------------------- integrity
+
+
+def _flip_bytes(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    for index in range(middle, middle + 8):
+        data[index] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_a_corrupted_checkpoint_falls_back_to_the_previous_one(corpus, tmp_path, reference, capsys):
+    out = tmp_path / "out"
+    _run(corpus, out)
+    _flip_bytes(out / "checkpoint-8" / "state.pt")
+    capsys.readouterr()
+    _run(corpus, out, resume=True)
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning")]
+    assert len(warnings) == 1 and "checkpoint-8" in warnings[0] and "sha256" in warnings[0] and "checkpoint-4" in warnings[0]
+    assert _resumed_from(out) == [4]
+    assert _same_weights(out / "model-last", reference / "model-last")
+    assert _checkpoint_names(out) == ["checkpoint-4", "checkpoint-8"]
+    assert load_latest_checkpoint(out).skipped == []
+
+    for step in (4, 8):
+        _flip_bytes(out / f"checkpoint-{step}" / "state.pt")
+    with pytest.raises(CheckpointError) as err:
+        _run(corpus, out, resume=True)
+    message = str(err.value)
+    assert str(out / "checkpoint-8" / "state.pt") in message and str(out / "checkpoint-4" / "state.pt") in message
+    assert "--overwrite" in message
+
+
+# ---------------------------------------------------------------- changed settings, undecodable text
+
+
+def test_resuming_with_another_data_stream_is_refused(corpus, tmp_path):
+    out = tmp_path / "out"
+    _run(corpus, out, training__max_steps=2)
+    with pytest.raises(CheckpointError) as err:
+        pretrain(corpus / "tiny.cfg", out, overrides={"paths.train": str(corpus / "other.txt")}, resume=True, progress=False)
+    message = str(err.value)
+    assert "[paths] train" in message and "other.txt" in message and "train.txt" in message
+    assert "new OUTPUT_DIR" in message and "--training.init_from" in message and "checkpoint-2" in message
+    with pytest.raises(CheckpointError, match=r"\[data\] max_sentence_length is 20 now and was 30"):
+        _run(corpus, out, resume=True, data__max_sentence_length=20)
+    _run(corpus, out, resume=True, training__max_steps=3, training__learn_rate=0.001)  # an optimiser setting may change
+    assert _resumed_from(out) == [2]
+
+
+def test_undecodable_lines_warn_once_and_mostly_binary_files_are_refused(corpus, tmp_path, capsys):
+    latin1 = tmp_path / "latin1.txt"
+    lines = ["the cafe is near the river ."] * 60 + ["le café est près de la rivière ."] * 20
+    latin1.write_bytes("\n".join(lines).encode("latin-1") + b"\n")
+    config = load_config(corpus / "tiny.cfg", {"paths.train": str(latin1)})
+    messages = []
+    reader = SentenceReader(config.data, warn=messages.append)
+    for _ in range(2):
+        sentences = list(reader.sentences([latin1]))
+    assert len(sentences) == 80 and "caf\ufffd" in sentences[-1]
+    assert len(messages) == 1 and str(latin1) in messages[0] and "20 of 80 lines" in messages[0] and "iconv" in messages[0]
+
+    _run(corpus, tmp_path / "out", paths__train=str(latin1), training__max_steps=12)
+    assert capsys.readouterr().err.count("are not valid UTF-8") == 1
+
+    binary = tmp_path / "data.bin"
+    binary.write_bytes(bytes(random.Random(0).getrandbits(8) for _ in range(30000)))
+    with pytest.raises(PretrainDataError) as err:
+        list(SentenceReader(config.data).sentences([binary]))
+    assert str(binary) in str(err.value) and "not UTF-8" in str(err.value) and "[paths] train" in str(err.value)
+
+
+# ---------------------------------------------------------------- Ctrl-C
+
+
+def test_ctrl_c_stops_after_the_step_with_a_checkpoint(corpus, tmp_path, capsys):
+    out = tmp_path / "out"
+    overrides = _overrides(corpus, training__max_steps=100000, training__checkpoint_every=100000)
+
+    def press_ctrl_c():
+        deadline = time.monotonic() + 60
+        while (not _logged_steps(out) or max(_logged_steps(out)) < 3) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=press_ctrl_c, daemon=True).start()
+    assert cli_main(["pretrain", str(corpus / "tiny.cfg"), str(out), "--no-progress", "--return-memory", *_cli_args(overrides)]) == 130
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("interrupted: stopped by Ctrl-C after step") and "--resume" in last
+    step = int(re.search(r"after step ([\d,]+)", last).group(1).replace(",", ""))
+    assert max(_logged_steps(out)) == step and _checkpoint_names(out) == [f"checkpoint-{step}"]
+    _run(corpus, out, resume=True, training__max_steps=step + 1)
+    assert _resumed_from(out) == [step]
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_a_real_process_saves_a_checkpoint_and_exits_130(corpus, tmp_path):
+    out = tmp_path / "out"
+    overrides = _overrides(corpus, training__max_steps=100000, training__checkpoint_every=100000)
+    command = [sys.executable, "-m", "spacy_elmo", "pretrain", str(corpus / "tiny.cfg"), str(out), "--no-progress", "--threads", "1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(command + _cli_args(overrides), env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not _logged_steps(out) or max(_logged_steps(out)) < 3:
+            assert process.poll() is None and time.monotonic() < deadline, "training did not start"
+            time.sleep(0.05)
+        os.kill(process.pid, signal.SIGINT)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 130
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("interrupted: stopped by Ctrl-C after step") and "--resume" in last
+    step = int(re.search(r"after step ([\d,]+)", last).group(1).replace(",", ""))
+    assert max(_logged_steps(out)) == step and _checkpoint_names(out) == [f"checkpoint-{step}"]
+    assert load_latest_checkpoint(out).state["step"] == step
+
+
+def _logged_steps(out: Path):
+    try:
+        text = (out / "log.jsonl").read_text()
+    except FileNotFoundError:
+        return []
+    return [json.loads(line)["step"] for line in text.splitlines() if line.endswith("}") and '"train"' in line]
+
+
+def test_a_second_ctrl_c_aborts_at_once(monkeypatch, capsys):
+    calls = []
+    before = signal.getsignal(signal.SIGINT)
+    with StopRequest(lambda: calls.append("first")) as stop:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.01)
+        assert stop.requested and calls == ["first"]
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)
+    assert signal.getsignal(signal.SIGINT) is before
+
+    def abort(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("spacy_elmo.pretrain.trainer.pretrain", abort)
+    assert cli_main(["pretrain", str(REPO / "configs" / "pretrain_tiny.cfg"), "unused", "--return-memory", "--paths.train", "x"]) == 130
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("aborted by Ctrl-C")
+
+
+# ---------------------------------------------------------------- SIGKILL at random moments
+
+FORK_SERVER = r"""
+import json, os, sys, traceback
+import torch
+torch.set_num_threads(1)
+import torch._dynamo  # torch.optim imports it on first use (seconds): once here, not in every fork
+import h5py
+import spacy_elmo.pretrain.trainer
+from spacy_elmo.__main__ import main
+print(json.dumps({"ready": True}), flush=True)
+for line in sys.stdin:
+    request = json.loads(line)
+    pid = os.fork()
+    if pid == 0:
+        log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        try:
+            code = main(request["argv"])
+        except BaseException:
+            traceback.print_exc()
+            code = 99
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    print(json.dumps({"pid": pid}), flush=True)
+    _, status = os.waitpid(pid, 0)
+    print(json.dumps({"killed": os.WIFSIGNALED(status), "code": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None}), flush=True)
+"""
+
+
+class ForkServer:
+    """Runs ``python -m spacy_elmo`` commands as forks of one process that has imported torch already:
+    each command is a separate process (to kill with SIGKILL) that starts in milliseconds."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        self.process = subprocess.Popen([sys.executable, "-c", FORK_SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        assert json.loads(self.process.stdout.readline())["ready"]
+        self.runs = 0
+
+    def run(self, argv, kill_after=None):
+        """(exit code or None if killed, seconds it ran, its stderr)."""
+        self.runs += 1
+        log = self.folder / f"run-{self.runs}.log"
+        self.process.stdin.write(json.dumps({"argv": argv, "log": str(log)}) + "\n")
+        self.process.stdin.flush()
+        started = time.monotonic()
+        pid = json.loads(self.process.stdout.readline())["pid"]
+        if kill_after is not None:
+            time.sleep(kill_after)
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        result = json.loads(self.process.stdout.readline())
+        return (None if result["killed"] else result["code"]), time.monotonic() - started, log.read_text()
+
+    def close(self):
+        self.process.stdin.close()
+        self.process.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_always_resumes_from_the_last_good_checkpoint(corpus, tmp_path):
+    total = 40
+    server = ForkServer(tmp_path)
+    try:
+        base = ["pretrain", str(corpus / "tiny.cfg")]
+        settings = _cli_args(_overrides(corpus, training__max_steps=total, training__checkpoint_every=1))
+        code, whole_run, _ = server.run(base + [str(tmp_path / "uninterrupted"), "--no-progress", *settings])
+        assert code == 0
+        out = tmp_path / "killed"
+        code, two_steps, _ = server.run(base + [str(out), "--no-progress", *settings, "--training.max_steps", "2"])
+        assert code == 0
+        # Kill anywhere from the start of a run to about 3 steps in: during setup, steps, checkpoints, pruning.
+        step = max(0.0, whole_run - two_steps) / (total - 2)
+        window = max(0.0, two_steps - 2 * step) + 3 * step
+        rng = random.Random(20240601)
+        kills, last_good = 0, 2
+        while kills < 10:
+            code, _, stderr = server.run(base + [str(out), "--resume", "--no-progress", *settings], kill_after=rng.uniform(0, window))
+            assert "Traceback" not in stderr and "warning" not in stderr, stderr
+            resumed = re.findall(r"resumed from \S+ at step (\d+)", stderr)
+            assert resumed in ([], [str(last_good)]), (resumed, last_good)
+            if code is not None:
+                assert code == 0, stderr
+                break
+            kills += 1
+            latest = load_latest_checkpoint(out)
+            assert latest.skipped == [] and latest.state["step"] >= last_good
+            last_good = latest.state["step"]
+        assert kills >= 8, f"only {kills} kills landed before the run finished"
+        if code is None:
+            code, _, stderr = server.run(base + [str(out), "--resume", "--no-progress", *settings])
+            assert code == 0, stderr
+    finally:
+        server.close()
+    assert json.loads((out / "metrics.json").read_text())["steps"] == total
+    assert _same_weights(out / "model-last", tmp_path / "uninterrupted" / "model-last")
+    assert not [p.name for p in out.iterdir() if ".tmp-" in p.name]
+    assert len(_checkpoint_names(out)) == 2
