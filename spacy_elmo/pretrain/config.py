@@ -108,7 +108,7 @@ class TrainingConfig:
     log_every: int = _setting(100, "steps between lines in log.jsonl", minimum=1)
     eval_every: int = _setting(1000, "steps between dev perplexity evaluations", minimum=1)
     eval_max_sentences: Optional[int] = _setting(None, "use only the first N dev/test sentences (null: all)", minimum=1)
-    checkpoint_every: int = _setting(1000, "steps between checkpoints in OUTPUT_DIR/checkpoint", minimum=1)
+    checkpoint_every: int = _setting(1000, "steps between checkpoints (OUTPUT_DIR/checkpoint-<step>, the newest two kept)", minimum=1)
     softmax: str = _setting("adaptive", "'adaptive' (AdaptiveLogSoftmaxWithLoss) or 'sampled' (bilm-tf's log-uniform sampled softmax)", choices=("sampled", "adaptive"))
     n_samples: int = _setting(8192, "negative samples per batch of the sampled softmax", minimum=1)
     adaptive_cutoffs: List[int] = _setting([2000, 10000], "cluster boundaries of the adaptive softmax (those >= vocab size are dropped)")
