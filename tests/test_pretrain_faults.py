@@ -541,3 +541,24 @@ def test_sigkill_at_random_moments_always_resumes_from_the_last_good_checkpoint(
     assert _same_weights(out / "model-last", tmp_path / "uninterrupted" / "model-last")
     assert not [p.name for p in out.iterdir() if ".tmp-" in p.name]
     assert len(_checkpoint_names(out)) == 2
+
+
+def test_a_full_disk_while_checkpointing_names_the_folder_and_keeps_the_last_checkpoint(corpus, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    _run(corpus, out, training__max_steps=4)
+    real_save = torch.save
+
+    def disk_full(obj, handle, *args, **kwargs):
+        handle.write(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(OutputDirError) as err:
+        _run(corpus, out, resume=True)
+    message = str(err.value)
+    assert str(out / "checkpoint-8") in message and "No space left on device" in message and "--resume" in message
+    assert str(out / "checkpoint-4") in message
+    assert _checkpoint_names(out) == ["checkpoint-4"] and not [p.name for p in out.iterdir() if ".tmp-" in p.name]
+    monkeypatch.setattr(torch, "save", real_save)
+    _run(corpus, out, resume=True)
+    assert _resumed_from(out) == [4, 4]

@@ -118,7 +118,8 @@ def save_checkpoint(output_dir: PathLike, state: Dict[str, Any], meta: Dict[str,
     target = checkpoint_path(output_dir, int(state["step"]))
     displaced: Optional[Path] = None
     with atomic_directory(target) as tmp:
-        torch.save({"format": FORMAT_VERSION, **state}, tmp / STATE_FILE)
+        with open(tmp / STATE_FILE, "xb") as handle:  # a file object: a full disk raises OSError, not torch's RuntimeError
+            torch.save({"format": FORMAT_VERSION, **state}, handle)
         fsync_path(tmp / STATE_FILE)
         files = {STATE_FILE: {"bytes": (tmp / STATE_FILE).stat().st_size, "sha256": sha256_of(tmp / STATE_FILE)}}
         write_text_atomic(tmp / META_FILE, json.dumps({**meta, "files": files}, indent=2) + "\n")

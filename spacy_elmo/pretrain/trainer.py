@@ -13,9 +13,10 @@ import os
 import random
 import re
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -23,6 +24,7 @@ import torch
 from ..bilm.options import ElmoOptions
 from ..files import remove_orphans, write_bytes_atomic, write_text_atomic
 from .checkpoint import (
+    checkpoint_path,
     list_checkpoints,
     load_latest_checkpoint,
     may_hold_checkpoint,
@@ -577,40 +579,54 @@ class Trainer:
         if not self.context.is_main:
             return
         target = self.output_dir / name
-        target.mkdir(exist_ok=True)
         data = self.objective.bilm.to_bytes()
-        write_bytes_atomic(target / "weights.hdf5", data["weights"])
-        write_bytes_atomic(target / "options.json", data["options"])
+        with self._writing(target):
+            target.mkdir(exist_ok=True)
+            write_bytes_atomic(target / "weights.hdf5", data["weights"])
+            write_bytes_atomic(target / "options.json", data["options"])
+
+    @contextmanager
+    def _writing(self, target: Path) -> Iterator[None]:
+        """Turn a failed write (disk full, permissions) into an error that names the file and says how to continue."""
+        try:
+            yield
+        except OSError as err:
+            kept = f"the newest complete checkpoint, {self.checkpoints[-1]}, is intact: " if self.checkpoints else ""
+            raise OutputDirError(
+                f"Cannot write {target}: {err.strerror or err}. Free disk space or fix the permissions of "
+                f"{self.output_dir}; {kept}continue with --resume."
+            ) from None
 
     def _checkpoint(self) -> None:
         rng_states = gather_objects(self.context, rng_state())
         self.state.last_checkpoint_step = self.state.step
-        path = self.output_dir / f"checkpoint-{self.state.step}"
+        path = checkpoint_path(self.output_dir, self.state.step)
         if self.context.is_main:
-            path = save_checkpoint(
-                self.output_dir,
-                {
-                    "step": self.state.step,
-                    "tokens": self.state.tokens,
-                    "epoch": self.state.epoch,
-                    "position": self.state.position,
-                    "trainer": asdict(self.state),
-                    "model": self.objective.state_dict(),
-                    "optimizer": self.optimizer.state_dict(),
-                    "rng": rng_states,
-                    "world_size": self.context.world_size,
-                    "vocab_size": len(self.vocab),
-                },
-                {
-                    "step": self.state.step,
-                    "tokens": self.state.tokens,
-                    "epoch": self.state.epoch,
-                    "batches_consumed_in_epoch": self.state.position,
-                    "world_size": self.context.world_size,
-                    "best_dev_ppl": self.state.best_ppl,
-                    "run": self.run_settings(),
-                },
-            )
+            with self._writing(path):
+                save_checkpoint(
+                    self.output_dir,
+                    {
+                        "step": self.state.step,
+                        "tokens": self.state.tokens,
+                        "epoch": self.state.epoch,
+                        "position": self.state.position,
+                        "trainer": asdict(self.state),
+                        "model": self.objective.state_dict(),
+                        "optimizer": self.optimizer.state_dict(),
+                        "rng": rng_states,
+                        "world_size": self.context.world_size,
+                        "vocab_size": len(self.vocab),
+                    },
+                    {
+                        "step": self.state.step,
+                        "tokens": self.state.tokens,
+                        "epoch": self.state.epoch,
+                        "batches_consumed_in_epoch": self.state.position,
+                        "world_size": self.context.world_size,
+                        "best_dev_ppl": self.state.best_ppl,
+                        "run": self.run_settings(),
+                    },
+                )
         self.checkpoints = [*self.checkpoints, path][-KEPT_CHECKPOINTS:]
         if self.context.is_main:
             prune_checkpoints(self.output_dir, keep=self.checkpoints)
@@ -655,7 +671,8 @@ class Trainer:
             "config": self.config.resolved,
         }
         if self.context.is_main:
-            write_text_atomic(self.output_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+            with self._writing(self.output_dir / "metrics.json"):
+                write_text_atomic(self.output_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
         self.log.write("end", step=state.step, tokens=state.tokens, tokens_per_s=metrics["tokens_per_s"])
         self.say(
             f"done: {state.step:,} steps, {state.tokens:,} tokens, {metrics['tokens_per_s']:,.0f} tokens/s; "
