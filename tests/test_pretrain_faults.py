@@ -260,10 +260,8 @@ def test_orphans_are_removed_and_complete_temporaries_of_todays_layout_are_used(
     (out / ".log.jsonl.0123456789ab.tmp").write_text("partial")  # today's log writer's temporary name
     _run(corpus, out, resume=True, training__max_steps=9)
     assert _resumed_from(out) == [8]
-    assert sorted(p.name for p in out.iterdir() if ".tmp-" in p.name) == [".checkpoint.tmp-ba9876543210"]
-    assert _checkpoint_names(out) == ["checkpoint-9"]
-    _run(corpus, out, resume=True, training__max_steps=10)
     assert not [p.name for p in out.iterdir() if ".tmp-" in p.name]
+    assert _checkpoint_names(out) == ["checkpoint-8", "checkpoint-9"]  # the one resumed from got its name back
 
 
 def _make_legacy(checkpoint: Path, target: Path) -> None:
@@ -519,22 +517,24 @@ def test_sigkill_at_random_moments_always_resumes_from_the_last_good_checkpoint(
         window = max(0.0, two_steps - 2 * step) + 3 * step
         rng = random.Random(20240601)
         kills, last_good = 0, 2
-        while kills < 10:
-            code, _, stderr = server.run(base + [str(out), "--resume", "--no-progress", *settings], kill_after=rng.uniform(0, window))
+        for attempt in range(40):
+            # Each run stops 4 steps on at most, so the kills spread over the whole run however fast it goes.
+            target = str(min(total, last_good + 4))
+            argv = base + [str(out), "--resume", "--no-progress", *settings, "--training.max_steps", target]
+            code, _, stderr = server.run(argv, kill_after=rng.uniform(0, window))
             assert "Traceback" not in stderr and "warning" not in stderr, stderr
             resumed = re.findall(r"resumed from \S+ at step (\d+)", stderr)
             assert resumed in ([], [str(last_good)]), (resumed, last_good)
-            if code is not None:
-                assert code == 0, stderr
-                break
-            kills += 1
+            assert code in (None, 0), stderr
+            kills += code is None
             latest = load_latest_checkpoint(out)
             assert latest.skipped == [] and latest.state["step"] >= last_good
             last_good = latest.state["step"]
-        assert kills >= 8, f"only {kills} kills landed before the run finished"
-        if code is None:
-            code, _, stderr = server.run(base + [str(out), "--resume", "--no-progress", *settings])
-            assert code == 0, stderr
+            if kills >= 10:
+                break
+        assert kills >= 10, f"only {kills} of {attempt + 1} runs were killed"
+        code, _, stderr = server.run(base + [str(out), "--resume", "--no-progress", *settings])
+        assert code == 0, stderr
     finally:
         server.close()
     assert json.loads((out / "metrics.json").read_text())["steps"] == total

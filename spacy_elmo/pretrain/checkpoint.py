@@ -148,6 +148,16 @@ def prune_checkpoints(output_dir: PathLike, keep: Sequence[Path]) -> List[Path]:
     return removed
 
 
+def promote_checkpoint(path: Path, step: int) -> Path:
+    """Give a complete checkpoint left under a temporary name its ``checkpoint-<step>`` name, if free."""
+    target = checkpoint_path(path.parent, step)
+    if TEMPORARY.match(path.name) and not target.exists():
+        os.rename(path, target)
+        fsync_path(path.parent)
+        return target
+    return path
+
+
 def remove_folder(path: Path) -> None:
     """Rename ``path`` to a temporary name, then delete it: a crash never leaves half of it under its name."""
     if not TEMPORARY.match(path.name) and TMP_MARK not in path.name:

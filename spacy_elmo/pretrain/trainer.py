@@ -29,6 +29,7 @@ from .checkpoint import (
     load_latest_checkpoint,
     may_hold_checkpoint,
     no_checkpoint_message,
+    promote_checkpoint,
     prune_checkpoints,
     rng_state,
     save_checkpoint,
@@ -379,6 +380,9 @@ class Trainer:
             ) from None
         self.state = TrainState(**checkpoint["trainer"])
         self.state.last_checkpoint_step = self.state.step
+        barrier(self.context)  # every process has read it before the main one renames it
+        if self.context.is_main:
+            where = promote_checkpoint(where, self.state.step)
         self.checkpoints = [where]
         rng_states = checkpoint["rng"]
         if checkpoint["world_size"] == self.context.world_size:
