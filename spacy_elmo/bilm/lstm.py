@@ -13,7 +13,7 @@ are scaled by 2 (exact in floating point) and moved last, so one ``sigmoid`` cov
 gates. The parameters themselves stay in the file's layout.
 """
 
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -22,6 +22,7 @@ from torch import nn
 
 from .tensors import to_numpy
 from .options import ElmoOptions, lstm_cell_prefix
+from .inference_precision import LowPrecisionMatmul, LstmLayerKernels
 
 FORGET_BIAS = 1.0
 
@@ -84,9 +85,13 @@ class ElmoLstm(nn.Module):
         residual connection adds the input before dropout."""
 
     def forward(
-        self, inputs: torch.Tensor, lengths: torch.Tensor, initial_state: Optional[LstmState] = None
+        self,
+        inputs: torch.Tensor,
+        lengths: torch.Tensor,
+        initial_state: Optional[LstmState] = None,
+        kernels: Optional[Sequence[LstmLayerKernels]] = None,
     ) -> Tuple[List[torch.Tensor], LstmState]:
-        """Run both stacks.
+        """Run both stacks (with ``kernels``, one per layer, their matmuls run in low precision).
 
         ``inputs`` ``(B, S, P)`` are the token vectors with boundaries, ``lengths`` ``(B,)``
         the number of real slots of each row (at least 1). Returns, per layer, the outputs
@@ -117,7 +122,8 @@ class ElmoLstm(nn.Module):
         for index, layer in enumerate(self.layers):
             state = None if initial_state is None else (initial_state[0][index], initial_state[1][index])
             layer_input = F.dropout(x, self.dropout, self.training) if self.dropout else x
-            h_seq, (c_last, h_last) = self._run_layer(layer, layer_input, active, state)
+            layer_kernels = None if kernels is None else kernels[index]
+            h_seq, (c_last, h_last) = self._run_layer(layer, layer_input, active, state, layer_kernels)
             if self.use_skip_connections and index > 0:
                 h_seq = h_seq + x
             final_c.append(c_last)
@@ -135,19 +141,32 @@ class ElmoLstm(nn.Module):
         return results, final
 
     def _run_layer(
-        self, layer: BiLstmLayer, x: torch.Tensor, active: List[int], state: Optional[LstmState]
+        self,
+        layer: BiLstmLayer,
+        x: torch.Tensor,
+        active: List[int],
+        state: Optional[LstmState],
+        kernels: Optional[LstmLayerKernels] = None,
     ) -> Tuple[torch.Tensor, LstmState]:
         """One layer over packed rows ``x`` ``(2, N, P_in)``; returns ``(2, N, P)`` and the final state."""
         B = active[0]
         H, P = layer.hidden_dim, layer.projection.shape[2]
-        input_weight, recurrent_weight, bias = layer.step_weights()
-        gates_in = torch.baddbmm(bias.unsqueeze(1), x, input_weight)  # (2, N, 4H)
+        if kernels is None:
+            input_weight, recurrent_weight, bias = layer.step_weights()
+            gates_in = torch.baddbmm(bias.unsqueeze(1), x, input_weight)  # (2, N, 4H)
+            projection = layer.projection
+        else:
+            gates_in = kernels.input(x, float32=False)  # bfloat16 in bf16 mode, added in float32 per step
+            recurrent_weight, projection = kernels.recurrent, kernels.projection
         if state is None:
             c = x.new_zeros((2, B, H))
             h = x.new_zeros((2, B, P))
         else:
             c, h = state
-        if torch.is_grad_enabled():
+        if kernels is not None:
+            step = self._step_low_precision
+            c = c.clone()
+        elif torch.is_grad_enabled():
             step = self._step
         else:
             step = self._step_in_place
@@ -166,7 +185,7 @@ class ElmoLstm(nn.Module):
                 c, h = c[:, :n], h[:, :n]
             if n == 0:
                 break
-            c, h = step(gates_in[:, offset : offset + n], c, h, recurrent_weight, layer.projection)
+            c, h = step(gates_in[:, offset : offset + n], c, h, recurrent_weight, projection)
             offset += n
             outputs.append(h)
         done_c.append(c)
@@ -211,6 +230,27 @@ class ElmoLstm(nn.Module):
             c.clamp_(-self.cell_clip, self.cell_clip)
         squashed = torch.mul(c, 2.0, out=j).sigmoid_().mul_(2.0).sub_(1.0).mul_(o)
         h = torch.bmm(squashed, projection)
+        if self.proj_clip is not None:
+            h.clamp_(-self.proj_clip, self.proj_clip)
+        return c, h
+
+    def _step_low_precision(
+        self,
+        gates_in: torch.Tensor,
+        c: torch.Tensor,
+        h: torch.Tensor,
+        recurrent: LowPrecisionMatmul,
+        projection: LowPrecisionMatmul,
+    ) -> LstmState:
+        """:meth:`_step_in_place` with the two matmuls in low precision; gates, cell state and
+        output stay float32."""
+        i, f, o, j = recurrent.add_to(gates_in, h).sigmoid_().chunk(4, dim=2)
+        j.mul_(2.0).sub_(1.0)
+        c.mul_(f).addcmul_(i, j)
+        if self.cell_clip is not None:
+            c.clamp_(-self.cell_clip, self.cell_clip)
+        squashed = torch.mul(c, 2.0, out=j).sigmoid_().mul_(2.0).sub_(1.0).mul_(o)
+        h = projection(squashed)
         if self.proj_clip is not None:
             h.clamp_(-self.proj_clip, self.proj_clip)
         return c, h

@@ -13,6 +13,7 @@ from ..chars import BOS_TOKEN, EOS_TOKEN, encode_tokens, index_batch
 from ..errors import ElmoWeightsError
 from .lstm import ElmoLstm, LstmState
 from .options import ElmoOptions
+from .inference_precision import BiLMKernels, check_precision, check_supported, prepare_kernels
 from .token_cache import TokenCache
 from .token_encoder import TokenEncoder
 from .weights_io import read_weights, weights_from_bytes, weights_to_bytes, write_weights
@@ -43,9 +44,17 @@ class ElmoBiLM(nn.Module):
     """
 
     def __init__(
-        self, options: ElmoOptions, *, stateful: bool = False, token_cache_size: int = DEFAULT_TOKEN_CACHE_SIZE
+        self,
+        options: ElmoOptions,
+        *,
+        stateful: bool = False,
+        token_cache_size: int = DEFAULT_TOKEN_CACHE_SIZE,
+        precision: str = "fp32",
     ) -> None:
         super().__init__()
+        self.precision = check_precision(precision)
+        """Precision of inference (``fp32``, ``bf16``, ``int8``; see :mod:`spacy_elmo.bilm.inference_precision`)."""
+        self._kernels: Optional[BiLMKernels] = None
         self.options = options
         self.token_encoder = TokenEncoder(options)
         self.lstm = ElmoLstm(options)
@@ -74,12 +83,16 @@ class ElmoBiLM(nn.Module):
         stateful: bool = False,
         token_cache_size: int = DEFAULT_TOKEN_CACHE_SIZE,
         device: Union[str, torch.device, None] = None,
+        precision: str = "fp32",
     ) -> "ElmoBiLM":
-        """Load a published ``options.json`` + ``weights.hdf5`` pair."""
+        """Load a published ``options.json`` + ``weights.hdf5`` pair; ``precision`` as in
+        :meth:`to_precision` (the weights are read and kept as float32 in every case)."""
+        check_precision(precision)
         options = ElmoOptions.from_file(options_path)
         arrays = read_weights(weights_path, options)
         model = cls.from_arrays(options, arrays, stateful=stateful, token_cache_size=token_cache_size)
-        return model if device is None else model.to(device)
+        model = model if device is None else model.to(device)
+        return model.to_precision(precision)
 
     @classmethod
     def from_pretrained(cls, name_or_directory: PathLike, **kwargs) -> "ElmoBiLM":
@@ -122,32 +135,74 @@ class ElmoBiLM(nn.Module):
 
     def _apply(self, fn, *args, **kwargs):
         self._state = None
+        self._kernels = None
         return super()._apply(fn, *args, **kwargs)
+
+    def __getstate__(self) -> Dict:
+        state = dict(self.__dict__)
+        state["_kernels"] = None  # prepacked weights are rebuilt from the parameters on use
+        return state
+
+    # ------------------------------------------------------------------ precision
+
+    def to_precision(self, precision: str, *, setting: str = "precision") -> "ElmoBiLM":
+        """Run inference in ``fp32`` (exact, the default), ``bf16`` or ``int8``; returns ``self``.
+
+        Low precision applies whenever autograd would record nothing (``torch.no_grad()`` or
+        no parameter requiring grad); it runs on copies of the weights prepared on first use
+        and again after the parameters change. The parameters, ``to_arrays`` and ``save``
+        stay float32. Raises :class:`ElmoOptionsError` naming ``setting`` for an unknown value or
+        a device without the instructions (see :func:`spacy_elmo.bilm.inference_precision.check_supported`).
+        """
+        check_precision(precision, setting)
+        check_supported(precision, self.boundary_char_ids.device, setting)
+        if precision != self.precision:
+            self.precision = precision
+            self._kernels = None
+            self.token_cache.clear()
+        return self
+
+    def _low_precision_kernels(self) -> Optional[BiLMKernels]:
+        """Prepared low-precision weights, or None when the forward pass must be float32."""
+        if self.precision == "fp32":
+            return None
+        parameters = list(self.parameters())
+        if torch.is_grad_enabled() and any(p.requires_grad for p in parameters):
+            return None
+        device = self.boundary_char_ids.device
+        signature = (self.precision, device, tuple((p.data_ptr(), p._version) for p in parameters))
+        if self._kernels is None or self._kernels.signature != signature:
+            self._kernels = None
+            check_supported(self.precision, device)
+            self._kernels = prepare_kernels(self, self.precision, signature)
+        return self._kernels
 
     # ------------------------------------------------------------------ forward
 
-    def token_vectors(self, char_ids: torch.Tensor) -> torch.Tensor:
+    def token_vectors(self, char_ids: torch.Tensor, kernels: Optional[BiLMKernels] = None) -> torch.Tensor:
         """Context-insensitive vectors ``(U, P)`` of distinct tokens ``(U, C)``, cached when exact.
 
         The cache is bypassed while gradients can reach the token encoder, and emptied
-        whenever its weights have changed since the entries were computed.
+        whenever its weights or the precision have changed since the entries were computed.
         """
+        encoder_kernels = None if kernels is None else kernels.token_encoder
         parameters = list(self.token_encoder.parameters())
         trainable = torch.is_grad_enabled() and any(p.requires_grad for p in parameters)
         if self.token_cache.size == 0 or trainable:
-            return self.token_encoder(char_ids)
-        self.token_cache.validate(tuple((p.data_ptr(), p._version, p.dtype) for p in parameters))
+            return self.token_encoder(char_ids, encoder_kernels)
+        version = tuple((p.data_ptr(), p._version, p.dtype) for p in parameters)
+        self.token_cache.validate((self.precision if kernels is not None else "fp32", version))
         keys = [row.tobytes() for row in char_ids.to(torch.int16).cpu().numpy()]
         found, cached, missing = self.token_cache.lookup(keys)
         if not found:
-            vectors = self.token_encoder(char_ids)
+            vectors = self.token_encoder(char_ids, encoder_kernels)
             self.token_cache.store(keys, vectors)
             return vectors
         vectors = cached.new_empty((len(keys), cached.shape[1]))
         vectors[torch.tensor(found, device=vectors.device)] = cached
         if missing:
             missing_index = torch.tensor(missing, device=vectors.device)
-            computed = self.token_encoder(char_ids[missing_index])
+            computed = self.token_encoder(char_ids[missing_index], encoder_kernels)
             self.token_cache.store([keys[i] for i in missing], computed)
             vectors[missing_index] = computed
         return vectors
@@ -165,7 +220,8 @@ class ElmoBiLM(nn.Module):
         B, T = token_index.shape
         device = self.boundary_char_ids.device
         lengths = lengths.to(device)
-        vectors = self.token_vectors(torch.cat([self.boundary_char_ids, char_ids.to(device)]))
+        kernels = self._low_precision_kernels()
+        vectors = self.token_vectors(torch.cat([self.boundary_char_ids, char_ids.to(device)]), kernels)
         # Slot layout with boundaries: <S> (row 0), tokens (rows 2..), </S> (row 1), padding.
         slots = torch.zeros((B, T + 2), dtype=torch.long, device=device)
         slots[:, 1 : T + 1] = token_index.to(device) + 2
@@ -175,7 +231,9 @@ class ElmoBiLM(nn.Module):
         inputs = vectors[slots]  # (B, T+2, P)
 
         initial_state = self._initial_state(B) if self.stateful else None
-        lstm_outputs, final_state = self.lstm(inputs, lengths + 2, initial_state)
+        lstm_outputs, final_state = self.lstm(
+            inputs, lengths + 2, initial_state, None if kernels is None else kernels.lstm
+        )
         if self.stateful:
             self._store_state(final_state)
 

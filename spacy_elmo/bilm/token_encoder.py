@@ -1,6 +1,6 @@
 """Context-insensitive token representations: char CNN → highway → projection (docs/design.md §2)."""
 
-from typing import Dict
+from typing import Dict, Optional
 
 import numpy as np
 import torch
@@ -10,6 +10,7 @@ from torch import nn
 from ..chars import PADDING_ID
 from .tensors import to_numpy
 from .options import ElmoOptions
+from .inference_precision import TokenEncoderKernels
 
 
 class Highway(nn.Module):
@@ -25,7 +26,12 @@ class Highway(nn.Module):
         self.bias = nn.Parameter(torch.zeros(2 * width))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate_in, transform_in = torch.addmm(self.bias, x, self.weight).chunk(2, dim=-1)
+        return self.combine(x, torch.addmm(self.bias, x, self.weight))
+
+    @staticmethod
+    def combine(x: torch.Tensor, pre_activations: torch.Tensor) -> torch.Tensor:
+        """The layer's output from its input and ``x W + b`` (computed at any precision)."""
+        gate_in, transform_in = pre_activations.chunk(2, dim=-1)
         gate = torch.sigmoid(gate_in)
         return torch.lerp(x, torch.relu(transform_in), gate)
 
@@ -51,17 +57,35 @@ class TokenEncoder(nn.Module):
         self.projection = nn.Parameter(torch.zeros(options.n_filters, options.projection_dim))
         self.projection_bias = nn.Parameter(torch.zeros(options.projection_dim))
 
-    def forward(self, char_ids: torch.Tensor) -> torch.Tensor:
+    def forward(self, char_ids: torch.Tensor, kernels: Optional[TokenEncoderKernels] = None) -> torch.Tensor:
+        """Token vectors; with ``kernels`` (no autograd) the matmuls run at their precision."""
         if char_ids.shape[0] == 0:
             return self.projection_bias.new_zeros((0, self.projection.shape[1]))
         used = int((char_ids != PADDING_ID).sum(dim=1).max())
         width = min(char_ids.shape[1], used + self.widest_filter)
+        if kernels is not None:
+            return self._forward_low_precision(char_ids[:, :width], kernels)
         chars = F.embedding(char_ids[:, :width], self.char_embedding).transpose(1, 2)
         pooled = [self.activation(conv(chars).amax(dim=2)) for conv in self.convolutions]
         x = torch.cat(pooled, dim=1)
         for highway in self.highways:
             x = highway(x)
         return torch.addmm(self.projection_bias, x, self.projection)
+
+    def _forward_low_precision(self, char_ids: torch.Tensor, kernels: TokenEncoderKernels) -> torch.Tensor:
+        if kernels.conv_weights is None:
+            chars = F.embedding(char_ids, self.char_embedding).transpose(1, 2)
+            pooled = [self.activation(conv(chars).amax(dim=2)) for conv in self.convolutions]
+        else:
+            chars = F.embedding(char_ids, kernels.char_embedding).transpose(1, 2)
+            pooled = [
+                self.activation(F.conv1d(chars, weight, bias).amax(dim=2))
+                for weight, bias in zip(kernels.conv_weights, kernels.conv_biases)
+            ]
+        x = torch.cat(pooled, dim=1).float()
+        for highway, matmul in zip(self.highways, kernels.highways):
+            x = highway.combine(x, matmul(x))
+        return kernels.projection(x)
 
     def load_arrays(self, arrays: Dict[str, np.ndarray]) -> None:
         """Copy weights from the published HDF5 layout (docs/design.md §7)."""

@@ -28,6 +28,7 @@ from thinc.types import Floats3d
 from ..bilm.batching import batches_by_length
 from ..bilm.model import ElmoBiLM
 from ..bilm.options import ElmoOptions
+from ..bilm.inference_precision import check_precision
 from ..bilm.pretrained import resolve_model
 from ..bilm.weights_io import weights_from_bytes
 from ..chars import index_batch
@@ -35,6 +36,7 @@ from ..errors import ElmoOptionsError, ElmoWeightsError
 from .layer_cache import LayerCache
 
 TokenSequences = List[List[str]]
+PRECISION_SETTING = "[components.elmo.model] precision"
 Backprop = Callable[[List[Floats3d]], List[Any]]
 
 
@@ -46,6 +48,7 @@ class ElmoShim(PyTorchShim):
         settings: Dict[str, Any],
         mixed_precision: bool = False,
         grad_scaler: Optional[PyTorchGradScaler] = None,
+        precision: str = "fp32",
     ) -> None:
         super().__init__(
             None,
@@ -56,6 +59,9 @@ class ElmoShim(PyTorchShim):
             deserialize_model=self._deserialize_bilm,
         )
         self.lock = threading.RLock()
+        self.precision = check_precision(precision, PRECISION_SETTING)
+        """Inference precision of the biLM; kept out of ``cfg``, which deserialization replaces
+        with the saved one, so the loading config's setting applies to saved pipelines."""
 
     def __getstate__(self) -> Dict[str, Any]:
         state = self.__dict__.copy()
@@ -79,6 +85,7 @@ class ElmoShim(PyTorchShim):
         with self.lock:
             if self._model is None:
                 bilm = load_bilm(self.cfg).to(get_torch_default_device())
+                bilm.to_precision(self.precision, setting=PRECISION_SETTING)
                 bilm.eval()
                 self._model = bilm
 
@@ -124,7 +131,7 @@ class ElmoShim(PyTorchShim):
         options = ElmoOptions.from_dict(options_data, source=options_source)
         arrays = weights_from_bytes(verified["weights"], options, source=f"{source} (its weights)")
         bilm = ElmoBiLM.from_arrays(options, arrays, token_cache_size=self.cfg.get("token_cache_size", 0))
-        return bilm.to(device)
+        return bilm.to(device).to_precision(self.precision, setting=PRECISION_SETTING)
 
 
 SERIALIZED_SOURCE = "<serialized biLM>"
@@ -235,8 +242,12 @@ def ElmoBiLMLayer(
     layer_cache_mb: int = 0,
     mixed_precision: bool = False,
     grad_scaler: Optional[PyTorchGradScaler] = None,
+    precision: str = "fp32",
 ) -> Model[TokenSequences, List[Floats3d]]:
     """Every biLM layer, ``(L+1, n_i, 2P)``, for each token sequence.
+
+    ``precision`` (``fp32``, ``bf16``, ``int8``) is that of every biLM call made without
+    gradients (see :meth:`ElmoBiLM.to_precision`); the weights are stored as float32 whatever it is.
 
     The layer's ``frozen`` attribute (False here; the ``elmo`` component sets it) makes
     training runs use the biLM without gradients; a frozen layer also keeps up to
@@ -249,7 +260,7 @@ def ElmoBiLMLayer(
     if not isinstance(layer_cache_mb, int) or layer_cache_mb < 0:
         raise ElmoOptionsError(f"layer_cache_mb must be an integer >= 0, got {layer_cache_mb!r}.")
     settings = {"weights": str(weights) if weights else "", "options": str(options) if options else "", "token_cache_size": token_cache_size}
-    shim = ElmoShim(settings, mixed_precision=mixed_precision, grad_scaler=grad_scaler)
+    shim = ElmoShim(settings, mixed_precision=mixed_precision, grad_scaler=grad_scaler, precision=precision)
     return Model(
         "elmo-bilm",
         forward,

@@ -24,6 +24,7 @@ def ElmoBiLM_v1(
     mixed_precision: bool = False,
     grad_scaler_config: Optional[Dict[str, Any]] = None,
     keep_freed_memory: bool = True,
+    precision: str = "fp32",
 ) -> Model[List[Doc], List[Floats3d]]:
     """Every layer of an ELMo biLM for every token of each doc, ``(L+1, len(doc), 2P)``.
 
@@ -38,6 +39,9 @@ def ElmoBiLM_v1(
     keep_freed_memory: on Linux, have the C allocator keep freed blocks for reuse instead
         of returning them to the OS (process-wide; see spacy_elmo.bilm.memory): up to 1.9x
         faster training on a CPU, at the price of the process keeping its peak memory.
+    precision: "fp32" (exact), "bf16" or "int8": the precision of the biLM's matmuls whenever
+        it runs without gradients (inference, and frozen training); see the README's
+        "Low precision" section. Weights stay float32 in memory and on disk.
     """
     if keep_freed_memory:
         bilm_memory.keep_freed_memory()
@@ -50,6 +54,7 @@ def ElmoBiLM_v1(
         layer_cache_mb=layer_cache_mb,
         mixed_precision=mixed_precision,
         grad_scaler=scaler,
+        precision=precision,
     )
     model = with_doc_pieces(bilm, max_piece_length)
     model.attrs["replace_listener_cfg"] = replace_listener_cfg

@@ -30,6 +30,7 @@ max_piece_length = 256
 layer_cache_mb = 1024
 mixed_precision = false
 keep_freed_memory = true
+precision = "fp32"
 """
 DEFAULT_ELMO_MODEL = Config().from_str(DEFAULT_ELMO_MODEL_CONFIG)["model"]
 
