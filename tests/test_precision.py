@@ -169,3 +169,18 @@ def test_component_unknown_precision_names_the_setting():
     nlp = spacy.blank("en")
     with pytest.raises(ElmoOptionsError, match=r"\[components.elmo.model\] precision must be one of"):
         nlp.add_pipe("elmo", config={"model": {"precision": "float16"}})
+
+
+def test_embed_command_precision(tmp_path, capsys, reference):
+    from spacy_elmo.__main__ import main as cli_main
+
+    source = tmp_path / "corpus.txt"
+    source.write_text("\n".join(" ".join(words) for words in SENTENCES) + "\n", encoding="utf-8")
+    out = tmp_path / "int8.hdf5"
+    assert cli_main(["embed", str(source), str(out), "--precision", "int8", "--no-progress"]) == 0
+    with h5py.File(out, "r") as h5:
+        stored = [h5[str(i)][()] for i in range(len(SENTENCES))]
+    assert_close_to_fp32(stored, reference)
+    assert cli_main(["embed", str(source), str(tmp_path / "bad.hdf5"), "--precision", "fp16", "--no-progress"]) == 1
+    assert "--precision must be one of 'fp32', 'bf16', 'int8', got 'fp16'" in capsys.readouterr().err
+    assert not (tmp_path / "bad.hdf5").exists()

@@ -43,6 +43,7 @@ def build_embed_parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument("--encoding-errors", choices=("strict", "replace"), default="strict", help="bytes that are not UTF-8: stop with the line number (strict, default) or read them as U+FFFD (replace)")
     parser.add_argument("--forget-sentences", action="store_true", help="leave out the sentence_to_index dataset (it holds the text of every line)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--precision", default="fp32", help="fp32 (exact, the default), or bf16 / int8 matmuls: faster, approximate (README: Low precision)")
     parser.add_argument("--force", action="store_true", help="replace an existing OUTPUT, and discard an unfinished run started with other settings")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
@@ -80,7 +81,7 @@ def embed_main(argv: List[str], prog: str = "python -m spacy_elmo embed") -> int
         device = resolve_device(args.gpu_id)
         if args.threads is not None:
             torch.set_num_threads(max(1, args.threads))
-        bilm = load_bilm(args.weights, args.options).to(device)
+        bilm = load_bilm(args.weights, args.options).to(device).to_precision(args.precision, setting="--precision")
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             summary = embed_corpus(args.input, args.output, bilm, settings, force=args.force, progress=not args.no_progress)

@@ -1,0 +1,153 @@
+"""Inference speed and accuracy of ``ElmoBiLM`` per precision (fp32, bf16, int8), as Markdown tables.
+
+Same inputs as bench_inference.py: the first N sentences of 15–30 tokens of CoNLL-2003 dev,
+batch 64, eval mode, no grad, every layer, no token cache (every pass runs the char CNN).
+Each precision is loaded once; after one untimed pass each, the timed passes alternate
+between precisions so that load changes on a shared machine hit all of them alike. Accuracy
+is against the fp32 outputs of the same model: per layer, the cosine between each token's
+fp32 and low-precision vectors (mean over tokens, and the worst token), and the largest
+absolute difference over every layer.
+
+``small``/``medium``/``original`` use synthetic ``make_weights.py`` seed-0 weights (right
+shapes and cost, unrealistic activations); ``default`` is the trained biLM shipped in the
+package, the one whose accuracy numbers mean something.
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_precision.py --archs default,small,original --threads 1
+"""
+
+import argparse
+import datetime
+import gc
+import os
+import platform
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Sequence
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_inference import REPO, cpu_model, git_commit, model_files, read_sentences  # noqa: E402
+
+from spacy_elmo.bilm.memory import keep_freed_memory  # noqa: E402
+from spacy_elmo.bilm.model import ElmoBiLM  # noqa: E402
+from spacy_elmo.bilm.inference_precision import INFERENCE_PRECISIONS, check_precision  # noqa: E402
+from spacy_elmo.bilm.pretrained import DEFAULT_MODEL_NAME  # noqa: E402
+
+Sentences = List[List[str]]
+
+
+def layer_cosines(ours: Sequence[np.ndarray], reference: Sequence[np.ndarray]) -> List[np.ndarray]:
+    """Per layer, the cosine of every token's vector with its reference (tokens of all sentences)."""
+    result = []
+    for layer in range(reference[0].shape[0]):
+        a = np.concatenate([array[layer] for array in ours]).astype(np.float64)
+        b = np.concatenate([array[layer] for array in reference]).astype(np.float64)
+        norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+        result.append(np.sum(a * b, axis=1) / np.maximum(norms, 1e-30))
+    return result
+
+
+def max_abs_diff(ours: Sequence[np.ndarray], reference: Sequence[np.ndarray]) -> float:
+    return max(float(np.max(np.abs(a - b))) for a, b in zip(ours, reference))
+
+
+def bench_arch(arch: str, args: argparse.Namespace, sentences: Sentences, words: int) -> None:
+    options, weights = model_files(args.shared, arch)
+    models = {p: ElmoBiLM.from_files(options, weights, token_cache_size=0, precision=p) for p in args.precision_list}
+    seconds: Dict[str, List[float]] = {p: [] for p in models}
+    cpu_seconds: Dict[str, List[float]] = {p: [] for p in models}
+    outputs = {}
+    with torch.no_grad():
+        for precision, model in models.items():
+            outputs[precision] = model.embed_sentences(sentences, batch_size=args.batch_size)
+        for _ in range(args.repeats):
+            for precision, model in models.items():
+                gc.collect()
+                start, cpu_start = time.perf_counter(), time.process_time()
+                model.embed_sentences(sentences, batch_size=args.batch_size)
+                seconds[precision].append(time.perf_counter() - start)
+                cpu_seconds[precision].append(time.process_time() - cpu_start)
+    lstm = models[args.precision_list[0]].options
+    kind = "the shipped trained biLM" if arch == DEFAULT_MODEL_NAME else "synthetic seed-0 weights"
+    print(f"## {arch} (LSTM {lstm.n_layers}×{lstm.lstm_dim}, projection {lstm.projection_dim}; {kind})\n")
+    n_layers = lstm.n_layers + 1
+    layer_names = "/".join(str(i) for i in range(n_layers))
+    print(
+        f"| precision | words/s (median) | words/s (min–max) | × fp32 | words per CPU-s | × fp32 | max \\|Δ\\| | "
+        f"mean cosine, layers {layer_names} | worst-token cosine, layers {layer_names} |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---|---|")
+    reference = outputs.get("fp32")
+    baseline = words / statistics.median(seconds["fp32"]) if "fp32" in seconds else None
+    cpu_baseline = words / statistics.median(cpu_seconds["fp32"]) if "fp32" in seconds else None
+    for precision in models:
+        rates = [words / s for s in seconds[precision]]
+        median = statistics.median(rates)
+        ratio = f"{median / baseline:.2f}" if baseline else "–"
+        cpu_rate = words / statistics.median(cpu_seconds[precision])
+        cpu_ratio = f"{cpu_rate / cpu_baseline:.2f}" if cpu_baseline else "–"
+        if reference is None or precision == "fp32":
+            delta, means, worst = "0", "1", "1"
+        else:
+            cosines = layer_cosines(outputs[precision], reference)
+            delta = f"{max_abs_diff(outputs[precision], reference):.2e}"
+            means = " / ".join(f"{c.mean():.6f}" for c in cosines)
+            worst = " / ".join(f"{c.min():.5f}" for c in cosines)
+        print(
+            f"| {precision} | {median:,.0f} | {min(rates):,.0f}–{max(rates):,.0f} | {ratio} | "
+            f"{cpu_rate:,.0f} | {cpu_ratio} | {delta} | {means} | {worst} |"
+        )
+    print()
+    sys.stdout.flush()
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    default_shared = os.environ.get("SPACY_ELMO_SHARED") or str(REPO.parent / "shared")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--archs", default="default,small", help="comma-separated: default (the shipped biLM), small, medium, original")
+    parser.add_argument("--precisions", default=",".join(INFERENCE_PRECISIONS), help="comma-separated, fp32 first for the ratios and the accuracy")
+    parser.add_argument("--repeats", type=int, default=3, help="timed passes per precision (median reported)")
+    parser.add_argument("--sentences", type=int, default=200)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--shared", type=Path, default=Path(default_shared), help="the shared folder (bench/, data/)")
+    args = parser.parse_args(argv)
+    args.arch_list = [arch.strip() for arch in args.archs.split(",") if arch.strip()]
+    args.precision_list = [check_precision(p.strip(), "--precisions") for p in args.precisions.split(",") if p.strip()]
+    if args.repeats < 1:
+        parser.error("--repeats must be >= 1")
+    return args
+
+
+def main(argv: Sequence[str]) -> None:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    kept = keep_freed_memory()
+    sentences = read_sentences(args.shared / "data" / "conll2003" / "dev.txt", args.sentences)
+    words = sum(len(sentence) for sentence in sentences)
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    print("# spacy_elmo precision benchmark\n")
+    print(
+        f"{now} · CPU: {cpu_model()} ({os.cpu_count()} logical cores) · Python {platform.python_version()} · "
+        f"torch {torch.__version__} · {args.threads} threads · commit {git_commit()}\n"
+    )
+    print(f"Command: `{shlex.join([Path(sys.executable).name, *sys.argv])}`\n")
+    print(
+        f"Data: the first {len(sentences)} sentences of 15–30 tokens of CoNLL-2003 dev, {words:,} words; "
+        f"batch {args.batch_size}; no token cache; median of {args.repeats} timed passes per precision, "
+        f"alternated, after one untimed pass each. 'words per CPU-s' divides by the process's CPU "
+        f"time instead of wall time (less sensitive to other jobs on the machine). "
+        f"Freed memory kept for reuse as the `elmo` component does by default: {kept}.\n"
+    )
+    for arch in args.arch_list:
+        bench_arch(arch, args, sentences, words)
+        gc.collect()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
