@@ -84,3 +84,23 @@ def test_data_card_counts_match_the_corpus(demo_corpus):
     assert table is not None
     expected = demo_corpus.stats_table(demo_corpus.load_splits(REPO / "demo" / "ner", "en"))
     assert table.group(1).splitlines() == expected
+
+
+def test_demo_workflow_needs_only_the_repository(monkeypatch):
+    """Every input of the demo's steps is a file of the repository or an output of an earlier
+    demo step: no data directory, no download, no absolute path."""
+    from weasel.util import load_project_config
+
+    monkeypatch.delenv("SPACY_ELMO_SHARED", raising=False)
+    config = load_project_config(REPO, overrides={"vars.data_dir": "/no-data-here"})
+    commands = {command["name"]: command for command in config["commands"]}
+    produced = set()
+    for name in config["workflows"]["demo"]:
+        command = commands[name]
+        for dep in command.get("deps", []):
+            assert dep in produced or (REPO / dep).is_file(), f"{name}: {dep} is neither in the repository nor made by an earlier demo step"
+        for line in command["script"]:
+            assert "/no-data-here" not in line and " /" not in line, f"{name}: {line}"
+            for script in re.findall(r"scripts/\w+\.py", line):
+                assert (REPO / script).is_file(), f"{name}: {script} is missing"
+        produced.update(command.get("outputs", []))
