@@ -171,22 +171,23 @@ class ElmoLstm(nn.Module):
         else:
             step = self._step_in_place
             c = c.clone()
-        # Steps are collected and concatenated once: writing each into a preallocated tensor
-        # would make autograd copy that whole tensor at every step of the backward pass.
+        # Steps are collected and concatenated once, and their inputs are cut by one split:
+        # writing each step into a preallocated tensor, or slicing each step's rows out of
+        # ``gates_in``, would make autograd fill and add a tensor of the whole layer's size
+        # at every step of the backward pass (one split's backward is a single concatenation).
+        sizes = [n for n in active if n > 0]
+        step_inputs = gates_in.split(sizes, dim=1)
         outputs: List[torch.Tensor] = []
         done_c: List[torch.Tensor] = []
         done_h: List[torch.Tensor] = []
-        n, offset = B, 0
-        for t in range(len(active)):
+        n = B
+        for t, step_input in enumerate(step_inputs):
             if active[t] < n:
                 done_c.append(c[:, active[t] : n])
                 done_h.append(h[:, active[t] : n])
                 n = active[t]
                 c, h = c[:, :n], h[:, :n]
-            if n == 0:
-                break
-            c, h = step(gates_in[:, offset : offset + n], c, h, recurrent_weight, projection)
-            offset += n
+            c, h = step(step_input, c, h, recurrent_weight, projection)
             outputs.append(h)
         done_c.append(c)
         done_h.append(h)
