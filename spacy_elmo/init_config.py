@@ -74,7 +74,10 @@ def elmo_config(config: Config, *, weights: str = "default", frozen: bool = True
     _check_training_config(config, source)
     _check_no_elmo(config, source)
     config = config.copy()
-    resolved = config.interpolate()
+    try:
+        resolved = config.interpolate()
+    except Exception as err:  # thinc raises several types for a reference it cannot resolve
+        raise ElmoConfigError(f"{source}: a ${{...}} reference cannot be resolved ({' '.join(str(err).split())}).") from None
     pipeline: List[str] = list(config["nlp"]["pipeline"])
     components: Dict[str, Any] = config["components"]
     tok2vecs = [name for name in pipeline if components.get(name, {}).get("factory") == "tok2vec"]
