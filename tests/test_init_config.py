@@ -193,6 +193,10 @@ def test_refusals_name_the_problem(tmp_path, capsys):
     assert "--weights 'elmo-xxl' is not 'default', a published model" in capsys.readouterr().err
     assert not (tmp_path / "x.cfg").exists()
 
+    dangling = source.read_text().replace("path = ${paths.train}", "path = ${paths.nowhere}", 1)
+    with pytest.raises(ElmoConfigError, match=r"a \$\{\.\.\.\} reference cannot be resolved .*paths.nowhere"):
+        elmo_config(Config().from_str(dangling, interpolate=False))
+
     config = _load(source)
     config["components"]["ner"]["model"]["tok2vec"] = {"@architectures": "spacy-transformers.TransformerListener.v1", "upstream": "*"}
     with pytest.raises(ElmoConfigError, match=r"\[components.ner.model.tok2vec\] uses spacy-transformers.TransformerListener.v1"):
