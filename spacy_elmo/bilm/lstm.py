@@ -23,6 +23,7 @@ from torch import nn
 from .tensors import to_numpy
 from .options import ElmoOptions, lstm_cell_prefix
 from .inference_precision import LowPrecisionMatmul, LstmLayerKernels
+from .precision import matmul_dtype
 
 FORGET_BIAS = 1.0
 
@@ -153,13 +154,18 @@ class ElmoLstm(nn.Module):
         H, P = layer.hidden_dim, layer.projection.shape[2]
         if kernels is None:
             input_weight, recurrent_weight, bias = layer.step_weights()
-            gates_in = torch.baddbmm(bias.unsqueeze(1), x, input_weight)  # (2, N, 4H)
             projection = layer.projection
+            dtype = matmul_dtype(x.device)
+            if dtype is not None:
+                # Training under autocast: cast once per layer, not at every step (autocast
+                # caches only casts of parameters, and these are derived from them).
+                input_weight, recurrent_weight, projection = (w.to(dtype) for w in (input_weight, recurrent_weight, projection))
+            gates_in = torch.baddbmm(bias.unsqueeze(1), x, input_weight)  # (2, N, 4H)
         else:
             gates_in = kernels.input(x, float32=False)  # bfloat16 in bf16 mode, added in float32 per step
             recurrent_weight, projection = kernels.recurrent, kernels.projection
         if state is None:
-            c = x.new_zeros((2, B, H))
+            c = x.new_zeros((2, B, H), dtype=layer.projection.dtype)  # float32 even when x is bfloat16
             h = x.new_zeros((2, B, P))
         else:
             c, h = state

@@ -11,6 +11,7 @@ from ..chars import PADDING_ID
 from .tensors import to_numpy
 from .options import ElmoOptions
 from .inference_precision import TokenEncoderKernels
+from .precision import matmul_dtype
 
 
 class Highway(nn.Module):
@@ -65,12 +66,39 @@ class TokenEncoder(nn.Module):
         width = min(char_ids.shape[1], used + self.widest_filter)
         if kernels is not None:
             return self._forward_low_precision(char_ids[:, :width], kernels)
-        chars = F.embedding(char_ids[:, :width], self.char_embedding).transpose(1, 2)
-        pooled = [self.activation(conv(chars).amax(dim=2)) for conv in self.convolutions]
-        x = torch.cat(pooled, dim=1)
+        dtype = matmul_dtype(char_ids.device)
+        if dtype is not None:
+            x = self.activation(self._pool_one_matmul(char_ids[:, :width], dtype, clipped=width < used + self.widest_filter))
+        else:
+            chars = F.embedding(char_ids[:, :width], self.char_embedding).transpose(1, 2)
+            x = torch.cat([self.activation(conv(chars).amax(dim=2)) for conv in self.convolutions], dim=1)
         for highway in self.highways:
             x = highway(x)
         return torch.addmm(self.projection_bias, x, self.projection)
+
+    def _pool_one_matmul(self, char_ids: torch.Tensor, dtype: torch.dtype, clipped: bool) -> torch.Tensor:
+        """Max-pooled convolutions ``(U, F)`` (before the activation) as one ``dtype`` matmul over
+        windows of the widest filter's width: what training under autocast uses.
+
+        Every kernel is zero-padded to the widest width and the character axis is padded on the
+        right, so each window position yields all filters at once. The positions a narrower
+        filter does not have read only padding, the value of a wholly padded window that the
+        cut already includes, so the max is unchanged; if the cut was limited by the axis
+        length (``clipped``), such positions can reach real characters and are masked.
+        """
+        U, W = char_ids.shape
+        widest = self.widest_filter
+        table = self.char_embedding.to(dtype)  # cast 262 rows, not every window
+        windows = F.embedding(F.pad(char_ids, (0, widest - 1), value=PADDING_ID), table).unfold(1, widest, 1)  # (U, W, d, widest)
+        weight = torch.cat([F.pad(conv.weight, (0, widest - conv.weight.shape[2])) for conv in self.convolutions])
+        bias = torch.cat([conv.bias for conv in self.convolutions])
+        out = torch.addmm(bias, windows.reshape(U * W, -1), weight.flatten(1).t()).view(U, W, -1)
+        if clipped:
+            last = torch.cat([torch.full((conv.weight.shape[0],), W - conv.weight.shape[2]) for conv in self.convolutions])
+            invalid = torch.arange(W).unsqueeze(1) > last.unsqueeze(0)  # (W, F)
+            out = out.masked_fill(invalid.to(out.device), float("-inf"))
+        # max rather than amax: its backward scatters into the winners instead of comparing every element.
+        return out.max(dim=1).values
 
     def _forward_low_precision(self, char_ids: torch.Tensor, kernels: TokenEncoderKernels) -> torch.Tensor:
         if kernels.conv_weights is None:

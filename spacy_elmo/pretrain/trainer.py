@@ -190,7 +190,7 @@ class Trainer:
             self.training.adaptive_cutoffs,
             self.training.adaptive_div_value,
         )
-        self.objective = BiLMObjective(bilm, softmax, self.training.dropout).to(context.device)
+        self.objective = BiLMObjective(bilm, softmax, self.training.dropout, self.training.precision).to(context.device)
         broadcast_module(context, self.objective)
         self.optimizer = build_optimizer(self.objective, self.training)
         self.trainable: Optional[List[str]] = None
