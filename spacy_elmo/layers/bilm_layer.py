@@ -250,8 +250,9 @@ def ElmoBiLMLayer(
     gradients (see :meth:`ElmoBiLM.to_precision`); the weights are stored as float32 whatever it is.
 
     The layer's ``frozen`` attribute (False here; the ``elmo`` component sets it) makes
-    training runs use the biLM without gradients; a frozen layer also keeps up to
-    ``layer_cache_mb`` MiB of computed layers per token sequence and reuses them exactly.
+    training runs use the biLM without gradients; during training updates a frozen layer
+    also keeps up to ``layer_cache_mb`` MiB of computed layers per token sequence and reuses
+    them (inference reads the cache but never adds to it).
     """
     if not isinstance(max_batch_tokens, int) or max_batch_tokens < 1:
         raise ElmoOptionsError(f"max_batch_tokens must be a positive integer, got {max_batch_tokens!r}.")
@@ -287,7 +288,7 @@ def bilm_options(model: Model) -> ElmoOptions:
 def forward(model: Model, sequences: TokenSequences, is_train: bool) -> Tuple[List[Floats3d], Backprop]:
     with model.shims[0].lock:
         if model.attrs["frozen"]:
-            return _frozen_forward(model, sequences), lambda d_outputs: []
+            return _frozen_forward(model, sequences, fill_cache=is_train), lambda d_outputs: []
         return _run(model, sequences, is_train)
 
 
@@ -300,9 +301,12 @@ def layer_cache(model: Model) -> LayerCache:
     return shim.layer_cache
 
 
-def _frozen_forward(model: Model, sequences: TokenSequences) -> List[Floats3d]:
+def _frozen_forward(model: Model, sequences: TokenSequences, fill_cache: bool) -> List[Floats3d]:
+    """The frozen biLM's layers, reusing cached ones; only training updates (``fill_cache``) add
+    to the cache: they revisit the same sentences every epoch, while a server's inference
+    would only grow its memory to the cache's bound."""
     cache = layer_cache(model)
-    if cache.max_bytes == 0:
+    if cache.max_bytes == 0 or (not fill_cache and len(cache) == 0):
         return _run(model, sequences, False)[0]
     keys = [tuple(sequence) for sequence in sequences]
     outputs = [cache.get(key) for key in keys]
@@ -310,7 +314,8 @@ def _frozen_forward(model: Model, sequences: TokenSequences) -> List[Floats3d]:
     if missing:
         computed, _ = _run(model, [sequences[i] for i in missing], False)
         for i, layers in zip(missing, computed):
-            cache.put(keys[i], layers)
+            if fill_cache:
+                cache.put(keys[i], layers)
             outputs[i] = layers
     return outputs  # type: ignore[return-value]
 

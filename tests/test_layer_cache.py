@@ -1,0 +1,56 @@
+"""The frozen biLM's layer cache fills during training updates only; inference just reads it."""
+
+import numpy as np
+import spacy
+
+TEXTS = ["She sat on the river bank .", "John went to Paris on Monday .", "The old market closed early ."]
+
+
+def _frozen_elmo(model_dir, layer_cache_mb=64):
+    nlp = spacy.blank("en")
+    nlp.add_pipe("elmo", config={"model": {"weights": str(model_dir), "layer_cache_mb": layer_cache_mb}})
+    nlp.initialize()
+    elmo = nlp.get_pipe("elmo")
+    return nlp, elmo, elmo.model.layers[0]
+
+
+def _cache(bilm_layer):
+    from spacy_elmo.layers.bilm_layer import layer_cache
+
+    return layer_cache(bilm_layer)
+
+
+def test_inference_never_fills_the_layer_cache(model_dir):
+    nlp, elmo, bilm_layer = _frozen_elmo(model_dir)
+    for _ in range(3):
+        docs = list(nlp.pipe(TEXTS))
+    elmo.model.predict([nlp.make_doc(text) for text in TEXTS])
+    assert len(_cache(bilm_layer)) == 0 and _cache(bilm_layer).n_bytes == 0
+    assert all(doc._.elmo_layers.any() for doc in docs)
+
+
+def test_training_updates_fill_it_and_inference_reads_it(model_dir):
+    nlp, elmo, bilm_layer = _frozen_elmo(model_dir)
+    docs = [nlp.make_doc(text) for text in TEXTS]
+    expected = elmo.model.predict(docs)
+    trained, _ = elmo.model.begin_update(docs)
+    cache = _cache(bilm_layer)
+    assert len(cache) == len(TEXTS)
+    hits = cache.hits
+    again = elmo.model.predict(docs)
+    assert cache.hits == hits + len(TEXTS) and len(cache) == len(TEXTS)
+    for a, b, c in zip(expected, trained, again):
+        np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-5)
+        np.testing.assert_array_equal(b, c)
+    unseen = [nlp.make_doc("A new sentence nobody trained on .")]
+    elmo.model.predict(unseen)
+    assert len(cache) == len(TEXTS)
+
+
+def test_a_fine_tuned_bilm_never_caches(model_dir):
+    nlp, elmo, bilm_layer = _frozen_elmo(model_dir)
+    bilm_layer.attrs["frozen"] = False
+    docs = [nlp.make_doc(text) for text in TEXTS]
+    elmo.model.begin_update(docs)
+    elmo.model.predict(docs)
+    assert len(_cache(bilm_layer)) == 0
