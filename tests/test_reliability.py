@@ -105,8 +105,8 @@ def test_threads_give_the_vectors_of_a_sequential_run(tiny_dir, monkeypatch, tex
     calls: List[Tuple[List[List[str]], List[np.ndarray]]] = []
     original = bilm_layer._frozen_forward
 
-    def recording(model, sequences):
-        outputs = original(model, sequences)
+    def recording(model, sequences, **kwargs):
+        outputs = original(model, sequences, **kwargs)
         calls.append(([list(s) for s in sequences], [np.array(o, copy=True) for o in outputs]))
         return outputs
 

@@ -301,7 +301,7 @@ def layer_cache(model: Model) -> LayerCache:
     return shim.layer_cache
 
 
-def _frozen_forward(model: Model, sequences: TokenSequences, fill_cache: bool) -> List[Floats3d]:
+def _frozen_forward(model: Model, sequences: TokenSequences, fill_cache: bool = False) -> List[Floats3d]:
     """The frozen biLM's layers, reusing cached ones; only training updates (``fill_cache``) add
     to the cache: they revisit the same sentences every epoch, while a server's inference
     would only grow its memory to the cache's bound."""
