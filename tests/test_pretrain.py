@@ -357,9 +357,9 @@ def test_shipped_configs_are_valid(name):
 
 
 def test_training_recurrence_is_bit_identical_to_inference(model_dir, tiny_sentences):
-    from spacy_elmo.pretrain.model import load_bilm
+    from spacy_elmo.pretrain.model import load_for_fine_tuning
 
-    trained = load_bilm(model_dir, dropout=0.1).eval()
+    trained = load_for_fine_tuning(model_dir, dropout=0.1).eval()
     reference = ElmoBiLM.from_files(model_dir / "options.json", model_dir / "weights.hdf5", token_cache_size=0)
     sentences = [s for stream in tiny_sentences for s in stream][:12]
     layers, _ = trained.embed_batch(sentences)  # gradients enabled: the stacked recurrence
@@ -369,9 +369,9 @@ def test_training_recurrence_is_bit_identical_to_inference(model_dir, tiny_sente
 
 
 def test_init_from_takes_model_names_and_names_the_setting_when_unknown(tmp_path):
-    from spacy_elmo.pretrain.model import load_bilm
+    from spacy_elmo.pretrain.model import load_for_fine_tuning
 
-    bilm = load_bilm("default", dropout=0.1)
+    bilm = load_for_fine_tuning("default", dropout=0.1)
     assert bilm.training and bilm.lstm.dropout == 0.1
     with pytest.raises(PretrainConfigError, match=r"\[training\] init_from = .*nor an existing directory"):
-        load_bilm(tmp_path / "missing", dropout=0.1)
+        load_for_fine_tuning(tmp_path / "missing", dropout=0.1)

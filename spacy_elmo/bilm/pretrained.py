@@ -1,4 +1,4 @@
-"""Find a biLM's ``options.json`` + ``weights.hdf5``: a model directory or a published model.
+"""Find a biLM's ``options.json`` + ``weights.hdf5``: a weights file, a model directory or a published model.
 
 Published models (docs/design.md §8) are downloaded once into a cache directory, atomically and
 verified, so a cached pair can be used without touching the network again.
@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from tqdm import tqdm
 
-from ..errors import ElmoDownloadError, ElmoError, ElmoModelNotFoundError, ElmoOptionsError
+from ..errors import ElmoDownloadError, ElmoError, ElmoModelNotFoundError, ElmoOptionsError, ElmoWeightsError
 from .options import ElmoOptions
 from .weights_io import read_weights
 
@@ -94,6 +94,44 @@ def resolve_model(name_or_path: PathLike) -> Tuple[Path, Path]:
         f"nor an existing directory. Pass one of those names, or a directory holding "
         f"{OPTIONS_FILE} and {WEIGHTS_FILE}."
     )
+
+
+def resolve_files(
+    weights: PathLike,
+    options: Optional[PathLike] = None,
+    *,
+    weights_setting: str = "weights",
+    options_setting: str = "options",
+) -> Tuple[Path, Path]:
+    """(options path, weights path) of a biLM named as every entry point names one.
+
+    ``weights`` is ``default``, a published model name, a model directory (see
+    :func:`resolve_model`) or a weights.hdf5 file; ``options`` is the options.json to use
+    instead of the one found beside the weights (required for a weights file without one).
+    Errors name ``weights_setting`` / ``options_setting``, the caller's words for them.
+    """
+    weights_path = Path(os.fspath(weights)).expanduser()
+    named_as_file = weights_path.suffix.lower() in (".hdf5", ".h5")
+    if named_as_file and not weights_path.exists():
+        raise ElmoWeightsError(
+            f"Weights file not found: {weights_path}. Set {weights_setting} to an existing weights.hdf5, "
+            f"a model directory, {DEFAULT_MODEL_NAME!r} or a published model name."
+        )
+    if named_as_file and weights_path.is_dir() and not (weights_path / OPTIONS_FILE).is_file():
+        raise ElmoWeightsError(
+            f"{weights_path} is a directory, not an HDF5 weights file. Set {weights_setting} to the "
+            f"{WEIGHTS_FILE} file itself, or to a model directory holding {OPTIONS_FILE} and {WEIGHTS_FILE}."
+        )
+    if weights_path.is_file():
+        options_path = Path(options) if options else weights_path.with_name(OPTIONS_FILE)
+        if not options and not options_path.is_file():
+            raise ElmoOptionsError(
+                f"No options file for {weights_path}: set {options_setting} to the {OPTIONS_FILE} "
+                f"published with these weights (looked for {options_path})."
+            )
+        return options_path, weights_path
+    options_path, weights_path = resolve_model(weights)
+    return (Path(options) if options else options_path), weights_path
 
 
 def download_model(name: str, cache_dir: Optional[PathLike] = None, progress: bool = True) -> Path:

@@ -15,8 +15,7 @@ import numpy as np
 import torch
 
 from ..bilm.model import ElmoBiLM
-from ..bilm.pretrained import resolve_model
-from ..errors import ElmoOptionsError
+from ..bilm.pretrained import resolve_files
 from .errors import EmbedSettingsError
 from .layout import empty_output, reduce_layers
 
@@ -34,17 +33,7 @@ def resolve_device(gpu_id: Optional[int]) -> torch.device:
 
 def model_files(weights: str, options: Optional[str]) -> Tuple[Path, Path]:
     """(options.json, weights.hdf5) for ``--weights`` (a name, a directory or a weights file) and ``--options``."""
-    weights_path = Path(weights)
-    if weights_path.suffix.lower() in (".hdf5", ".h5") or weights_path.is_file():
-        options_path = Path(options) if options else weights_path.with_name("options.json")
-        if not options and not options_path.is_file():
-            raise ElmoOptionsError(
-                f"No options file for {weights_path}: pass --options with the options.json published with "
-                f"these weights (looked for {options_path})."
-            )
-        return options_path, weights_path
-    options_path, weights_path = resolve_model(weights)
-    return (Path(options) if options else options_path), weights_path
+    return resolve_files(weights, options, weights_setting="--weights", options_setting="--options")
 
 
 def load_bilm(weights: str = "default", options: Optional[str] = None) -> ElmoBiLM:

@@ -5,19 +5,16 @@ from bilm-tf: the residual connection of layers ≥ 1 adds the layer's input *be
 """
 
 import math
-from pathlib import Path
-from typing import Union
 
 import torch
 from torch import nn
 
 from ..bilm.model import ElmoBiLM
 from ..bilm.options import ElmoOptions
-from ..bilm.pretrained import resolve_model
+from ..bilm.pretrained import resolve_files
 from ..errors import ElmoError
+from ..files import PathLike
 from .errors import PretrainConfigError
-
-PathLike = Union[str, Path]
 
 
 def build_bilm(options: ElmoOptions, dropout: float) -> ElmoBiLM:
@@ -28,11 +25,12 @@ def build_bilm(options: ElmoOptions, dropout: float) -> ElmoBiLM:
     return bilm.train()
 
 
-def load_bilm(source: PathLike, dropout: float) -> ElmoBiLM:
-    """A biLM in the published layout to fine-tune: ``default``, a published model name, or a
-    directory holding ``options.json`` + ``weights.hdf5`` (e.g. an earlier run's model-best/)."""
+def load_for_fine_tuning(source: PathLike, dropout: float) -> ElmoBiLM:
+    """A biLM in the published layout to fine-tune: ``default``, a published model name, a
+    directory holding ``options.json`` + ``weights.hdf5`` (e.g. an earlier run's model-best/)
+    or a weights.hdf5 file with an options.json beside it."""
     try:
-        loaded = ElmoBiLM.from_files(*resolve_model(source), token_cache_size=0)
+        loaded = ElmoBiLM.from_files(*resolve_files(source, weights_setting="[training] init_from"), token_cache_size=0)
     except ElmoError as err:
         raise PretrainConfigError(f"[training] init_from = {str(source)!r}: {err}") from None
     loaded.lstm.dropout = dropout

@@ -50,7 +50,7 @@ from .distributed import (
 )
 from .errors import CheckpointError, OutputDirError, PretrainConfigError, PretrainDataError, TrainingDivergedError, TrainingInterrupted
 from .interrupt import StopRequest
-from .model import build_bilm, load_bilm
+from .model import build_bilm, load_for_fine_tuning
 from .objective import BiLMObjective, build_softmax, perplexities
 from .optim import (
     apply_freezing,
@@ -176,7 +176,7 @@ class Trainer:
         self.vocab = self._vocabulary()
 
         if self.training.init_from:
-            bilm = load_bilm(self.training.init_from, self.training.dropout)
+            bilm = load_for_fine_tuning(self.training.init_from, self.training.dropout)
             self.say(f"fine-tuning from {self.training.init_from} (its options.json replaces [model])")
         else:
             assert config.model is not None
