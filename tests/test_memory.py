@@ -1,11 +1,17 @@
-"""keep_freed_memory: freed blocks are reused instead of being faulted in again."""
+"""keep_freed_memory: freed blocks are reused instead of being faulted in again; only a config opts in."""
 
 import subprocess
 import sys
 
-import pytest
+from pathlib import Path
 
-from spacy_elmo.pipeline import architectures
+import pytest
+import spacy
+from spacy.training import Example
+
+from spacy_elmo.pipeline import architectures, callbacks
+
+REPO = Path(__file__).resolve().parents[1]
 
 PAGE_FAULTS = """
 import resource, sys
@@ -36,9 +42,16 @@ def test_freed_blocks_are_reused_without_page_faults():
     assert keep <= default // 10
 
 
-@pytest.mark.parametrize("keep", [True, False])
-def test_architecture_setting_switches_it(model_dir, monkeypatch, keep):
+def test_only_the_config_callback_switches_it(model_dir, monkeypatch):
+    """Building a pipeline leaves the allocator alone (even with the deprecated architecture
+    setting); the spacy-elmo.keep_freed_memory.v1 callback in [initialize.before_init] sets it."""
     calls = []
-    monkeypatch.setattr(architectures.bilm_memory, "keep_freed_memory", lambda: calls.append(1) or True)
-    architectures.ElmoBiLM_v1(str(model_dir), keep_freed_memory=keep)
-    assert len(calls) == int(keep)
+    monkeypatch.setattr(callbacks, "keep_freed_memory", lambda: calls.append(1) or True)
+    with pytest.warns(FutureWarning, match="keep_freed_memory no longer has an effect"):
+        architectures.ElmoBiLM_v1(str(model_dir), keep_freed_memory=True)
+    config = spacy.util.load_config(REPO / "configs" / "ner_elmo.cfg")
+    config = config.merge({"components": {"elmo": {"model": {"weights": str(model_dir)}}}})
+    nlp = spacy.util.load_model_from_config(config, auto_fill=True, validate=True)
+    assert calls == []
+    nlp.initialize(lambda: [Example(nlp.make_doc("John lives in Paris ."), nlp.make_doc("John lives in Paris ."))])
+    assert calls == [1]

@@ -167,7 +167,7 @@ def test_component_precision(precision, reference, tmp_path):
 
 def test_component_unknown_precision_names_the_setting():
     nlp = spacy.blank("en")
-    with pytest.raises(ElmoOptionsError, match=r"\[components.elmo.model\] precision must be one of"):
+    with pytest.raises(ElmoOptionsError, match=r"ElmoBiLM.v1 .*\[components.<name>.model\].*: precision must be one of"):
         nlp.add_pipe("elmo", config={"model": {"precision": "float16"}})
 
 

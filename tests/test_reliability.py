@@ -149,10 +149,10 @@ def test_concurrent_first_calls_load_the_bilm_once(tiny_dir, monkeypatch):
     loads = []
     original = bilm_layer.load_bilm
 
-    def slow_load(settings):
+    def slow_load(settings, **kwargs):
         loads.append(threading.get_ident())
         threading.Event().wait(0.2)
-        return original(settings)
+        return original(settings, **kwargs)
 
     monkeypatch.setattr(bilm_layer, "load_bilm", slow_load)
     nlp = make_nlp(tiny_dir)

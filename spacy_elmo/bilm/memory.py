@@ -2,12 +2,15 @@
 
 glibc serves large allocations (above a threshold that adapts up to 32 MiB) with their own
 ``mmap`` and unmaps them on ``free``, so the next tensor of that size page-faults fresh,
-zero-filled pages back in. A biLM step frees and
-allocates tens of megabytes of activations, and on this project's 2-core machine a training
-step spent more time in the kernel than in its matmuls (forward + backward on the default
-biLM, 1 thread: 36.6 s system vs 23.1 s user time; 522 tokens/s before, 1,233 after).
-Serving large blocks from the heap and never trimming it lets them be reused. The cost: the
-process keeps its peak memory after the peak has passed.
+zero-filled pages back in. A biLM training step frees and allocates tens of megabytes of
+activations, so on a CPU it can spend more time in the kernel than in its matmuls (the
+README's "Pretraining" and "Speed" sections give measurements). Serving large blocks from
+the heap and never trimming it lets them be reused. The cost: the process keeps its peak
+memory after the peak has passed.
+
+Process-wide, so nothing calls this on import or when a model is built: the ``pretrain``
+command does (``--return-memory`` opts out), and a spaCy training config opts in with the
+``spacy-elmo.keep_freed_memory.v1`` callback (:mod:`spacy_elmo.pipeline.callbacks`).
 """
 
 import ctypes

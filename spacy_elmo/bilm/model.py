@@ -23,13 +23,24 @@ PathLike = Union[str, Path]
 DEFAULT_TOKEN_CACHE_SIZE = 10_000
 
 
+_fork_guard_installed = False
+
+
 def _one_thread_in_forked_child() -> None:
-    # OpenMP's thread pool does not survive fork(): a child that inherits a used pool hangs
-    # in its first parallel op (e.g. nlp.pipe(n_process=2) after the parent ran the biLM).
     torch.set_num_threads(1)
 
 
-os.register_at_fork(after_in_child=_one_thread_in_forked_child)
+def install_fork_guard() -> None:
+    """Make every process forked from now on start with one torch thread; idempotent.
+
+    OpenMP's thread pool does not survive ``fork()``: a child that inherits a used pool hangs
+    in its first parallel op (e.g. ``nlp.pipe(n_process=2)`` after the parent ran the biLM).
+    Process-wide, so it is installed when the first biLM is built, not on import.
+    """
+    global _fork_guard_installed
+    if not _fork_guard_installed and hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_one_thread_in_forked_child)
+        _fork_guard_installed = True
 
 
 class ElmoBiLM(nn.Module):
@@ -52,6 +63,7 @@ class ElmoBiLM(nn.Module):
         precision: str = "fp32",
     ) -> None:
         super().__init__()
+        install_fork_guard()
         self.precision = check_precision(precision)
         """Precision of inference (``fp32``, ``bf16``, ``int8``; see :mod:`spacy_elmo.bilm.inference_precision`)."""
         self._kernels: Optional[BiLMKernels] = None

@@ -17,7 +17,6 @@ import hashlib
 import json
 import threading
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import srsly
@@ -28,15 +27,15 @@ from thinc.types import Floats3d
 from ..bilm.batching import batches_by_length
 from ..bilm.model import ElmoBiLM
 from ..bilm.options import ElmoOptions
-from ..bilm.inference_precision import check_precision
-from ..bilm.pretrained import resolve_model
+from ..bilm.pretrained import resolve_files
 from ..bilm.weights_io import weights_from_bytes
 from ..chars import index_batch
 from ..errors import ElmoOptionsError, ElmoWeightsError
 from .layer_cache import LayerCache
+from .settings import LAYER_DEFAULTS, ElmoLayerSettings
 
 TokenSequences = List[List[str]]
-PRECISION_SETTING = "[components.elmo.model] precision"
+LAYER_NAME = "elmo-bilm"
 Backprop = Callable[[List[Floats3d]], List[Any]]
 
 
@@ -45,23 +44,29 @@ class ElmoShim(PyTorchShim):
 
     def __init__(
         self,
-        settings: Dict[str, Any],
+        settings: ElmoLayerSettings,
         mixed_precision: bool = False,
         grad_scaler: Optional[PyTorchGradScaler] = None,
-        precision: str = "fp32",
     ) -> None:
         super().__init__(
             None,
-            config=settings,
+            config={"weights": settings.weights, "options": settings.options or "", "token_cache_size": settings.token_cache_size},
             mixed_precision=mixed_precision,
             grad_scaler=grad_scaler,
             serialize_model=_serialize_bilm,
             deserialize_model=self._deserialize_bilm,
         )
         self.lock = threading.RLock()
-        self.precision = check_precision(precision, PRECISION_SETTING)
+        self.precision = settings.precision
         """Inference precision of the biLM; kept out of ``cfg``, which deserialization replaces
         with the saved one, so the loading config's setting applies to saved pipelines."""
+        self.config_path = ""
+        """Where the settings live in the user's config (e.g. ``[components.elmo.model]``), set
+        by the component that owns the layer, so that load errors name the line to fix."""
+
+    def setting(self, name: str) -> str:
+        """How errors name one of the layer's settings."""
+        return f"{self.config_path} {name}" if self.config_path else f"the biLM layer's {name} setting"
 
     def __getstate__(self) -> Dict[str, Any]:
         state = self.__dict__.copy()
@@ -84,8 +89,8 @@ class ElmoShim(PyTorchShim):
             return
         with self.lock:
             if self._model is None:
-                bilm = load_bilm(self.cfg).to(get_torch_default_device())
-                bilm.to_precision(self.precision, setting=PRECISION_SETTING)
+                bilm = load_bilm(self.cfg, setting=self.setting).to(get_torch_default_device())
+                bilm.to_precision(self.precision, setting=self.setting("precision"))
                 bilm.eval()
                 self._model = bilm
 
@@ -131,7 +136,7 @@ class ElmoShim(PyTorchShim):
         options = ElmoOptions.from_dict(options_data, source=options_source)
         arrays = weights_from_bytes(verified["weights"], options, source=f"{source} (its weights)")
         bilm = ElmoBiLM.from_arrays(options, arrays, token_cache_size=self.cfg.get("token_cache_size", 0))
-        return bilm.to(device).to_precision(self.precision, setting=PRECISION_SETTING)
+        return bilm.to(device).to_precision(self.precision, setting=self.setting("precision"))
 
 
 SERIALIZED_SOURCE = "<serialized biLM>"
@@ -192,82 +197,38 @@ def verified_bilm_data(data: Any, source: str = SERIALIZED_SOURCE) -> Dict[str, 
     return {"options": options, "weights": weights}
 
 
-def load_bilm(settings: Dict[str, Any]) -> ElmoBiLM:
-    """Load the biLM that ``settings`` names: ``weights`` is a published model name, a
-    directory with options.json + weights.hdf5, or a weights.hdf5 file; ``options`` is an
-    options.json file (needed only when ``weights`` is a file not next to one)."""
-    weights = settings.get("weights")
-    options = settings.get("options")
-    cache = settings.get("token_cache_size", 0)
-    if not weights:
-        raise ElmoOptionsError(
-            "No biLM given: set [components.elmo.model] weights to 'default' (shipped with "
-            "spacy-elmo), a published model name ('small', 'medium', 'original', "
-            "'original-5.5b'), a directory with options.json "
-            "and weights.hdf5, or a weights.hdf5 file."
-        )
-    weights_path = Path(weights)
-    named_as_file = weights_path.suffix.lower() in (".hdf5", ".h5")
-    if named_as_file and not weights_path.exists():
-        raise ElmoWeightsError(
-            f"Weights file not found: {weights_path}. Set [components.elmo.model] weights to an "
-            f"existing weights.hdf5, a model directory, 'default' or a published model name."
-        )
-    if named_as_file and weights_path.is_dir() and not (weights_path / "options.json").is_file():
-        raise ElmoWeightsError(
-            f"{weights_path} is a directory, not an HDF5 weights file. Set [components.elmo.model] "
-            f"weights to the weights.hdf5 file itself, or to a model directory holding "
-            f"options.json and weights.hdf5."
-        )
-    if weights_path.is_file():
-        options_path = Path(options) if options else weights_path.with_name("options.json")
-        if not options and not options_path.is_file():
-            raise ElmoOptionsError(
-                f"No options file for {weights_path}: set [components.elmo.model] options to the "
-                f"options.json published with these weights (looked for {options_path})."
-            )
-        return ElmoBiLM.from_files(options_path, weights_path, token_cache_size=cache)
-    options_path, weights_path = resolve_model(str(weights))
-    if options:
-        options_path = Path(options)
-    return ElmoBiLM.from_files(options_path, weights_path, token_cache_size=cache)
+def load_bilm(settings: Dict[str, Any], setting: Callable[[str], str] = str) -> ElmoBiLM:
+    """Load the biLM that the shim's ``settings`` (``weights``, ``options``, ``token_cache_size``)
+    name; ``setting(name)`` is how errors name a setting."""
+    options_path, weights_path = resolve_files(
+        settings["weights"],
+        settings.get("options") or None,
+        weights_setting=setting("weights"),
+        options_setting=setting("options"),
+    )
+    return ElmoBiLM.from_files(options_path, weights_path, token_cache_size=settings.get("token_cache_size", 0))
 
 
 def ElmoBiLMLayer(
-    weights: str,
-    options: Optional[str] = None,
+    settings: ElmoLayerSettings = LAYER_DEFAULTS,
     *,
-    token_cache_size: int = 10_000,
-    max_batch_tokens: int = 4096,
-    layer_cache_mb: int = 0,
     mixed_precision: bool = False,
     grad_scaler: Optional[PyTorchGradScaler] = None,
-    precision: str = "fp32",
 ) -> Model[TokenSequences, List[Floats3d]]:
-    """Every biLM layer, ``(L+1, n_i, 2P)``, for each token sequence.
-
-    ``precision`` (``fp32``, ``bf16``, ``int8``) is that of every biLM call made without
-    gradients (see :meth:`ElmoBiLM.to_precision`); the weights are stored as float32 whatever it is.
+    """Every biLM layer, ``(L+1, n_i, 2P)``, for each token sequence (see :class:`ElmoLayerSettings`).
 
     The layer's ``frozen`` attribute (False here; the ``elmo`` component sets it) makes
     training runs use the biLM without gradients; during training updates a frozen layer
     also keeps up to ``layer_cache_mb`` MiB of computed layers per token sequence and reuses
     them (inference reads the cache but never adds to it).
     """
-    if not isinstance(max_batch_tokens, int) or max_batch_tokens < 1:
-        raise ElmoOptionsError(f"max_batch_tokens must be a positive integer, got {max_batch_tokens!r}.")
-    if not isinstance(token_cache_size, int) or token_cache_size < 0:
-        raise ElmoOptionsError(f"token_cache_size must be an integer >= 0, got {token_cache_size!r}.")
-    if not isinstance(layer_cache_mb, int) or layer_cache_mb < 0:
-        raise ElmoOptionsError(f"layer_cache_mb must be an integer >= 0, got {layer_cache_mb!r}.")
-    settings = {"weights": str(weights) if weights else "", "options": str(options) if options else "", "token_cache_size": token_cache_size}
-    shim = ElmoShim(settings, mixed_precision=mixed_precision, grad_scaler=grad_scaler, precision=precision)
+    shim = ElmoShim(settings, mixed_precision=mixed_precision, grad_scaler=grad_scaler)
     return Model(
-        "elmo-bilm",
+        LAYER_NAME,
         forward,
         init=init,
         shims=[shim],
-        attrs={"max_batch_tokens": max_batch_tokens, "layer_cache_mb": layer_cache_mb, "frozen": False},
+        attrs={"max_batch_tokens": settings.max_batch_tokens, "layer_cache_mb": settings.layer_cache_mb, "frozen": False},
         dims={"nO": None, "nL": None},
     )
 

@@ -1,64 +1,88 @@
-"""Registered architectures of the ``elmo`` component."""
+"""Every registered architecture of spacy-elmo: the ``elmo`` component's biLM, the listener
+that downstream components read it through, and what a listener becomes when replaced."""
 
+import inspect
+import warnings
 from typing import Any, Dict, List, Optional
 
 from spacy.tokens import Doc
 from spacy.util import registry
-from thinc.api import Model, PyTorchGradScaler, chain
+from thinc.api import Maxout, Model, PyTorchGradScaler, chain, concatenate, with_array
 from thinc.types import Floats2d, Floats3d
 
-from ..bilm import memory as bilm_memory
+from ..errors import ElmoOptionsError
 from ..layers.bilm_layer import ElmoBiLMLayer
 from ..layers.scalar_mix import ScalarMix
-from .doc_pieces import with_doc_pieces
+from ..layers.settings import LAYER_DEFAULTS, ElmoLayerSettings
+from .doc_pieces import DEFAULT_MAX_PIECE_LENGTH, with_doc_pieces
+from .listener import ElmoListener
+
+ELMO_BILM = "spacy-elmo.ElmoBiLM.v1"
+DEPRECATED_SETTINGS = ("keep_freed_memory",)
+"""Accepted so that configs saved by earlier versions still load, left out of the default config."""
 
 
-@registry.architectures("spacy-elmo.ElmoBiLM.v1")
+@registry.architectures(ELMO_BILM)
 def ElmoBiLM_v1(
-    weights: str,
-    options: Optional[str] = None,
-    token_cache_size: int = 10_000,
-    max_batch_tokens: int = 4096,
-    max_piece_length: int = 256,
-    layer_cache_mb: int = 1024,
+    weights: str = LAYER_DEFAULTS.weights,
+    options: Optional[str] = LAYER_DEFAULTS.options,
+    token_cache_size: int = LAYER_DEFAULTS.token_cache_size,
+    max_batch_tokens: int = LAYER_DEFAULTS.max_batch_tokens,
+    max_piece_length: int = DEFAULT_MAX_PIECE_LENGTH,
+    layer_cache_mb: int = LAYER_DEFAULTS.layer_cache_mb,
     mixed_precision: bool = False,
     grad_scaler_config: Optional[Dict[str, Any]] = None,
-    keep_freed_memory: bool = True,
-    precision: str = "fp32",
+    precision: str = LAYER_DEFAULTS.precision,
+    keep_freed_memory: Optional[bool] = None,
 ) -> Model[List[Doc], List[Floats3d]]:
     """Every layer of an ELMo biLM for every token of each doc, ``(L+1, len(doc), 2P)``.
 
-    weights: a published model name ("small", "medium", "original", "original-5.5b"), a
-        directory with options.json + weights.hdf5, or a weights.hdf5 file.
-    options: the options.json of ``weights`` when it is a file without one beside it.
-    token_cache_size: distinct tokens whose context-free vectors are kept between batches.
-    max_batch_tokens: bound on padded token slots the biLM runs at once.
+    weights, options, token_cache_size, max_batch_tokens, layer_cache_mb, precision: see
+        :class:`spacy_elmo.layers.settings.ElmoLayerSettings` (and the README's settings table).
     max_piece_length: docs with more tokens are read in sentences or windows of this size.
-    layer_cache_mb: while the component is frozen, MiB of computed layers kept per token
-        sequence so that later epochs skip the biLM (0 turns it off).
-    keep_freed_memory: on Linux, have the C allocator keep freed blocks for reuse instead
-        of returning them to the OS (process-wide; see spacy_elmo.bilm.memory): up to 1.9x
-        faster training on a CPU, at the price of the process keeping its peak memory.
-    precision: "fp32" (exact), "bf16" or "int8": the precision of the biLM's matmuls whenever
-        it runs without gradients (inference, and frozen training); see the README's
-        "Low precision" section. Weights stay float32 in memory and on disk.
+    mixed_precision, grad_scaler_config: CUDA autocast while fine-tuning, as in spaCy's own
+        PyTorch wrappers.
+    keep_freed_memory: deprecated and without effect; keeping freed memory is chosen with
+        the ``spacy-elmo.keep_freed_memory.v1`` callback (see the README).
     """
     if keep_freed_memory:
-        bilm_memory.keep_freed_memory()
+        warnings.warn(
+            f"{ELMO_BILM}: keep_freed_memory no longer has an effect here (it changed the whole "
+            f"process's allocator whenever a pipeline was built, servers included). To keep freed "
+            f"memory while training, set [initialize.before_init] @callbacks = "
+            f"\"spacy-elmo.keep_freed_memory.v1\"; remove keep_freed_memory from [components.<name>.model] "
+            f"to silence this warning.",
+            FutureWarning,
+            stacklevel=2,
+        )
+    try:
+        settings = ElmoLayerSettings(
+            weights=weights,
+            options=options,
+            token_cache_size=token_cache_size,
+            max_batch_tokens=max_batch_tokens,
+            layer_cache_mb=layer_cache_mb,
+            precision=precision,
+        )
+    except ElmoOptionsError as err:
+        raise ElmoOptionsError(
+            f"{ELMO_BILM} (the model of an elmo component, [components.<name>.model] in a config): {err}"
+        ) from None
     scaler = PyTorchGradScaler(**(grad_scaler_config or {"enabled": mixed_precision}))
-    bilm = ElmoBiLMLayer(
-        weights,
-        options,
-        token_cache_size=token_cache_size,
-        max_batch_tokens=max_batch_tokens,
-        layer_cache_mb=layer_cache_mb,
-        mixed_precision=mixed_precision,
-        grad_scaler=scaler,
-        precision=precision,
-    )
+    bilm = ElmoBiLMLayer(settings, mixed_precision=mixed_precision, grad_scaler=scaler)
     model = with_doc_pieces(bilm, max_piece_length)
+    model.set_ref("bilm", bilm)
     model.attrs["replace_listener_cfg"] = replace_listener_cfg
     return model
+
+
+def default_model_config() -> Dict[str, Any]:
+    """The ``elmo`` factory's default ``model`` block, read off :func:`ElmoBiLM_v1`'s signature."""
+    parameters = inspect.signature(ElmoBiLM_v1).parameters
+    return {
+        "@architectures": ELMO_BILM,
+        **{name: p.default for name, p in parameters.items() if name not in DEPRECATED_SETTINGS},
+    }
 
 
 @registry.architectures("spacy-elmo.ElmoMix.v1")
@@ -78,3 +102,42 @@ def replace_listener_cfg(elmo_cfg: Dict[str, Any], listener_cfg: Dict[str, Any])
         "l2_penalty": listener_cfg.get("l2_penalty", 0.0),
         "dropout": listener_cfg.get("dropout", 0.0),
     }
+
+
+@registry.architectures("spacy-elmo.ElmoListener.v1")
+def ElmoListener_v1(
+    upstream: str = "*",
+    grad_factor: float = 1.0,
+    l2_penalty: float = 0.0,
+    dropout: float = 0.0,
+    layer_norm: bool = False,
+) -> Model[List[Doc], List[Floats2d]]:
+    """The upstream ``elmo`` layers mixed by this task's own learned scalar mix.
+
+    upstream: name of the ``elmo`` component to listen to, or "*" for any.
+    grad_factor: scales the gradient sent to the biLM (0 keeps it unchanged by this task).
+    l2_penalty: λ of the penalty λ Σ w² on the mix weights (the paper used 0.001).
+    dropout: dropout on the mixed vectors during training.
+    layer_norm: standardise each layer over the batch before mixing (upstream ``do_layer_norm``).
+    """
+    listener = ElmoListener(upstream, grad_factor)
+    model = chain(listener, ScalarMix(l2_penalty=l2_penalty, dropout=dropout, layer_norm=layer_norm))
+    model.set_ref("listener", listener)
+    return model
+
+
+@registry.architectures("spacy-elmo.ElmoTok2Vec.v1")
+def ElmoTok2Vec_v1(
+    elmo: Model[List[Doc], List[Floats2d]],
+    embed: Model[List[Doc], List[Floats2d]],
+    width: int,
+    encode: Optional[Model[List[Floats2d], List[Floats2d]]] = None,
+) -> Model[List[Doc], List[Floats2d]]:
+    """ELMo concatenated with spaCy's own token embeddings (as in the paper), projected to
+    ``width`` by a Maxout layer, then an optional contextual encoder."""
+    model = chain(concatenate(elmo, embed), with_array(Maxout(width, nP=3, normalize=True)))
+    if encode is not None:
+        model = chain(model, encode)
+    model.set_dim("nO", width)
+    model.set_ref("elmo", elmo)
+    return model

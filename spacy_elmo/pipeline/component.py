@@ -8,7 +8,7 @@ import srsly
 from spacy.language import Language
 from spacy.pipeline import TrainablePipe
 from spacy.tokens import Doc
-from spacy.training import Example
+from spacy.training import Example, validate_examples
 from spacy.vocab import Vocab
 from thinc.api import Config, Model, Optimizer, set_dropout_rate
 from thinc.types import Floats3d
@@ -16,26 +16,13 @@ from thinc.types import Floats3d
 from ..errors import ElmoError, ElmoOptionsError, ElmoWeightsError
 from ..files import write_bytes_atomic, write_text_atomic
 from ..layers.bilm_layer import serialized_source
+from .architectures import ELMO_BILM, default_model_config
+from .extensions import LAYERS_ATTR, install_extensions
 from .hooks import install_vector_hooks
 from .listener import ElmoListener
 
-DEFAULT_ELMO_MODEL_CONFIG = """
-[model]
-@architectures = "spacy-elmo.ElmoBiLM.v1"
-weights = "default"
-options = null
-token_cache_size = 10000
-max_batch_tokens = 4096
-max_piece_length = 256
-layer_cache_mb = 1024
-mixed_precision = false
-keep_freed_memory = true
-precision = "fp32"
-"""
-DEFAULT_ELMO_MODEL = Config().from_str(DEFAULT_ELMO_MODEL_CONFIG)["model"]
-
-if not Doc.has_extension("elmo_layers"):
-    Doc.set_extension("elmo_layers", default=None)
+DEFAULT_ELMO_MODEL = Config({"model": default_model_config()})["model"]
+"""The factory's default ``model`` block: ``spacy-elmo.ElmoBiLM.v1`` with its own defaults."""
 
 
 @Language.factory(
@@ -47,6 +34,7 @@ if not Doc.has_extension("elmo_layers"):
         "vector_hooks": True,
         "frozen": True,
     },
+    assigns=["doc.tensor", f"doc._.{LAYERS_ATTR}", "doc.user_hooks", "doc.user_span_hooks", "doc.user_token_hooks"],
 )
 def make_elmo(
     nlp: Language,
@@ -57,6 +45,15 @@ def make_elmo(
     vector_hooks: bool,
     frozen: bool,
 ) -> "ElmoComponent":
+    """The ``elmo`` component: every biLM layer in ``doc._.elmo_layers``, their mix in
+    ``doc.tensor``, and (with ``vector_hooks``) ``vector``/``similarity`` hooks that read it.
+
+    model: a ``spacy-elmo.ElmoBiLM.v1`` model (which biLM, caches, precision).
+    layer_weights: pre-softmax weights of the ``doc.tensor`` mix, one per layer (null: uniform).
+    gamma: scale of the ``doc.tensor`` mix.
+    vector_hooks: make ``token``/``span``/``doc`` vectors and similarity read ``doc.tensor``.
+    frozen: true keeps the biLM's weights fixed; false lets the listeners' gradients fine-tune it.
+    """
     return ElmoComponent(
         nlp.vocab, model, name, layer_weights=layer_weights, gamma=gamma, vector_hooks=vector_hooks, frozen=frozen
     )
@@ -104,12 +101,14 @@ class ElmoComponent(TrainablePipe):
             "frozen": frozen,
         }
         self.listener_map: Dict[str, List[ElmoListener]] = {}
+        install_extensions()
+        if not model.has_ref("bilm"):
+            raise ElmoOptionsError(f"[components.{name}.model] must be a {ELMO_BILM} model, got {model.name!r}.")
+        model.get_ref("bilm").shims[0].config_path = f"[components.{name}.model]"
         self._set_frozen(frozen)
 
     def _set_frozen(self, frozen: bool) -> None:
-        for node in self.model.walk():
-            if node.name == "elmo-bilm":
-                node.attrs["frozen"] = frozen
+        self.model.get_ref("bilm").attrs["frozen"] = frozen
 
     @property
     def listeners(self) -> List[ElmoListener]:
@@ -199,6 +198,8 @@ class ElmoComponent(TrainablePipe):
         a fine-tuned biLM, as spaCy's own tok2vec reports; a frozen biLM receives none, so it
         reports 0.
         """
+        examples = list(examples)
+        validate_examples(examples, "ElmoComponent.update")
         if losses is None:
             losses = {}
         losses.setdefault(self.name, 0.0)

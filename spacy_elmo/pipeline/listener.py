@@ -2,20 +2,19 @@
 
 The listener receives the biLM's per-doc layers from the upstream ``elmo`` component during
 ``update`` (the biLM runs once per batch for all listeners) and reads ``doc._.elmo_layers``
-otherwise, as spaCy's listener protocol prescribes. ``ElmoListener.v1`` chains it with the
-task's own :func:`ScalarMix`, so replacing the listener by a copy of the upstream model
-(``nlp.replace_listeners``) keeps the learned mix.
+otherwise, as spaCy's listener protocol prescribes. The ``ElmoListener.v1`` architecture
+(:mod:`.architectures`) chains it with the task's own scalar mix, so replacing the listener
+by a copy of the upstream model (``nlp.replace_listeners``) keeps the learned mix.
 """
 
 from typing import Callable, List, Optional, Tuple
 
 from spacy import Errors
 from spacy.tokens import Doc
-from spacy.util import registry
-from thinc.api import Maxout, Model, chain, concatenate, with_array
-from thinc.types import Floats2d, Floats3d
+from thinc.api import Model
+from thinc.types import Floats3d
 
-from ..layers.scalar_mix import ScalarMix
+from .extensions import install_extensions
 
 Backprop = Callable[[List[Floats3d]], List[Doc]]
 
@@ -27,6 +26,7 @@ class ElmoListener(Model):
 
     def __init__(self, upstream_name: str, grad_factor: float) -> None:
         super().__init__(self.name, _listener_forward, dims={"nO": None, "nL": None}, attrs={"grad_factor": grad_factor})
+        install_extensions()
         self.upstream_name = upstream_name
         self._batch_id: Optional[int] = None
         self._outputs: Optional[List[Floats3d]] = None
@@ -75,42 +75,3 @@ def _read_layers(model: ElmoListener, doc: Doc) -> Floats3d:
     if layers is None:
         return model.ops.alloc3f(model.get_dim("nL"), len(doc), model.get_dim("nO"))
     return model.ops.asarray3f(layers)
-
-
-@registry.architectures("spacy-elmo.ElmoListener.v1")
-def ElmoListener_v1(
-    upstream: str = "*",
-    grad_factor: float = 1.0,
-    l2_penalty: float = 0.0,
-    dropout: float = 0.0,
-    layer_norm: bool = False,
-) -> Model[List[Doc], List[Floats2d]]:
-    """The upstream ``elmo`` layers mixed by this task's own learned scalar mix.
-
-    upstream: name of the ``elmo`` component to listen to, or "*" for any.
-    grad_factor: scales the gradient sent to the biLM (0 keeps it unchanged by this task).
-    l2_penalty: λ of the penalty λ Σ w² on the mix weights (the paper used 0.001).
-    dropout: dropout on the mixed vectors during training.
-    layer_norm: standardise each layer over the batch before mixing (upstream ``do_layer_norm``).
-    """
-    listener = ElmoListener(upstream, grad_factor)
-    model = chain(listener, ScalarMix(l2_penalty=l2_penalty, dropout=dropout, layer_norm=layer_norm))
-    model.set_ref("listener", listener)
-    return model
-
-
-@registry.architectures("spacy-elmo.ElmoTok2Vec.v1")
-def ElmoTok2Vec_v1(
-    elmo: Model[List[Doc], List[Floats2d]],
-    embed: Model[List[Doc], List[Floats2d]],
-    width: int,
-    encode: Optional[Model[List[Floats2d], List[Floats2d]]] = None,
-) -> Model[List[Doc], List[Floats2d]]:
-    """ELMo concatenated with spaCy's own token embeddings (as in the paper), projected to
-    ``width`` by a Maxout layer, then an optional contextual encoder."""
-    model = chain(concatenate(elmo, embed), with_array(Maxout(width, nP=3, normalize=True)))
-    if encode is not None:
-        model = chain(model, encode)
-    model.set_dim("nO", width)
-    model.set_ref("elmo", elmo)
-    return model
