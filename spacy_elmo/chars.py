@@ -43,7 +43,7 @@ def encode_tokens(tokens: Sequence[str], max_chars: int = DEFAULT_MAX_CHARS) -> 
     ids = np.full((len(tokens), max_chars), PADDING_ID, dtype=np.int64)
     ids[:, 0] = BOW_CHAR + ID_OFFSET
     for row, token in enumerate(tokens):
-        if token == BOS_TOKEN or token == EOS_TOKEN:
+        if token in (BOS_TOKEN, EOS_TOKEN):
             ids[row, 1] = (BOS_CHAR if token == BOS_TOKEN else EOS_CHAR) + ID_OFFSET
             ids[row, 2] = EOW_CHAR + ID_OFFSET
             continue

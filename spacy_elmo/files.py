@@ -78,9 +78,8 @@ def atomic_directory(target: PathLike) -> Iterator[Path]:
 
 def write_bytes_atomic(target: PathLike, data: bytes) -> None:
     """Write ``data`` to ``target`` atomically."""
-    with atomic_path(target) as tmp:
-        with open(tmp, "xb") as out:
-            out.write(data)
+    with atomic_path(target) as tmp, open(tmp, "xb") as out:
+        out.write(data)
 
 
 def write_text_atomic(target: PathLike, text: str) -> None:

@@ -20,10 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .tensors import to_numpy
-from .options import ElmoOptions, lstm_cell_prefix
 from .inference_precision import LowPrecisionMatmul, LstmLayerKernels
+from .options import ElmoOptions, lstm_cell_prefix
 from .precision import matmul_dtype
+from .tensors import to_numpy
 
 FORGET_BIAS = 1.0
 

@@ -11,6 +11,7 @@ from torch import nn
 
 from ..chars import BOS_TOKEN, EOS_TOKEN, encode_tokens, index_batch
 from ..errors import ElmoWeightsError
+from ..files import PathLike
 from .lstm import ElmoLstm, LstmState
 from .options import ElmoOptions
 from .inference_precision import BiLMKernels, check_precision, check_supported, prepare_kernels
@@ -19,7 +20,6 @@ from .token_encoder import TokenEncoder
 from .weights_io import read_weights, weights_from_bytes, weights_to_bytes, write_weights
 from .pretrained import resolve_model
 
-PathLike = Union[str, Path]
 DEFAULT_TOKEN_CACHE_SIZE = 10_000
 
 

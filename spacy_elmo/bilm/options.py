@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Tuple, Union
 
 from ..errors import ElmoOptionsError
+from ..files import PathLike
 
-PathLike = Union[str, Path]
 
 ACTIVATIONS = ("relu", "tanh")
 

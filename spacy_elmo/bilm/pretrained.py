@@ -12,15 +12,15 @@ import urllib.request
 import uuid
 from http.client import HTTPException
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from tqdm import tqdm
 
 from ..errors import ElmoDownloadError, ElmoError, ElmoModelNotFoundError, ElmoOptionsError, ElmoWeightsError
+from ..files import PathLike
 from .options import ElmoOptions
 from .weights_io import read_weights
 
-PathLike = Union[str, os.PathLike]
 
 OPTIONS_FILE = "options.json"
 WEIGHTS_FILE = "weights.hdf5"

@@ -22,7 +22,7 @@ class TokenCache:
         if not isinstance(size, int) or size < 0:
             raise ValueError(f"token_cache_size must be an integer >= 0, got {size!r}.")
         self.size = size
-        self._slots: "OrderedDict[bytes, int]" = OrderedDict()
+        self._slots: OrderedDict[bytes, int] = OrderedDict()
         self._table: Optional[torch.Tensor] = None
         self._weights_version: Hashable = None
         self._lock = threading.RLock()

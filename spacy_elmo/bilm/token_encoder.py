@@ -8,10 +8,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..chars import PADDING_ID
-from .tensors import to_numpy
-from .options import ElmoOptions
 from .inference_precision import TokenEncoderKernels
+from .options import ElmoOptions
 from .precision import matmul_dtype
+from .tensors import to_numpy
 
 
 class Highway(nn.Module):

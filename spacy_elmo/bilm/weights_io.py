@@ -12,7 +12,6 @@ and it is checked when they are loaded (see ``spacy_elmo.layers.bilm_layer``).
 """
 
 import io
-import os
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
@@ -20,10 +19,9 @@ import h5py
 import numpy as np
 
 from ..errors import ElmoWeightsError
-from ..files import atomic_path
+from ..files import PathLike, atomic_path
 from .options import ElmoOptions
 
-PathLike = Union[str, os.PathLike]
 
 BYTES_SOURCE = "<serialized weights>"
 
@@ -90,9 +88,8 @@ def write_weights(path: PathLike, arrays: Mapping[str, Any]) -> None:
     path = Path(path)
     prepared = _prepare(arrays, str(path))
     try:
-        with atomic_path(path) as tmp:
-            with h5py.File(tmp, "x") as h5:
-                _write(h5, prepared)
+        with atomic_path(path) as tmp, h5py.File(tmp, "x") as h5:
+            _write(h5, prepared)
     except OSError as err:
         raise ElmoWeightsError(
             f"Cannot write weights to {path}: {err}. Check that the directory exists and is "

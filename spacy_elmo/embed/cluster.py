@@ -16,17 +16,17 @@ shard files already finished::
 import dataclasses
 import uuid
 from pathlib import Path
-from typing import Any, List, Optional, Union
+from typing import Any, List, Optional
 
 import torch
 
+from ..files import PathLike
 from .corpus import Shard
 from .embedder import load_bilm
 from .errors import EmbedSettingsError
 from .merge import merge_shards
 from .run import EmbedSettings, EmbedSummary, check_output, embed_corpus
 
-PathLike = Union[str, Path]
 
 
 def shard_path(output: Path, shard: Shard) -> Path:

@@ -43,7 +43,7 @@ def write_line(h5: h5py.Group, index: int, array: np.ndarray) -> None:
 
 def line_keys(h5: h5py.Group) -> Iterable[str]:
     """Every dataset name that is a line index."""
-    return (key for key in h5.keys() if key.isdigit())
+    return (key for key in h5 if key.isdigit())
 
 
 def write_sentence_to_index(h5: h5py.Group, mapping: Dict[str, str]) -> None:

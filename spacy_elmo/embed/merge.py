@@ -8,17 +8,24 @@ values equal a single-process run's up to float rounding (the batches hold other
 
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Union
+from typing import Any, Dict, List, Sequence
 
 import h5py
 
-from ..files import atomic_path
+from ..files import PathLike, atomic_path
 from .corpus import Shard
 from .errors import EmbedMergeError, EmbedOutputError
-from .layout import METADATA_ATTR, line_keys, read_metadata, read_sentence_to_index, write_line, write_metadata, write_sentence_to_index
+from .layout import (
+    METADATA_ATTR,
+    line_keys,
+    read_metadata,
+    read_sentence_to_index,
+    write_line,
+    write_metadata,
+    write_sentence_to_index,
+)
 from .partial import partial_dir
 
-PathLike = Union[str, Path]
 # Settings that change what a line's array means; batch sizes only change float rounding.
 MUST_AGREE = (
     "layout_version", "output_format", "tokenizer", "max_piece_length", "encoding_errors", "sentence_to_index",
@@ -42,19 +49,18 @@ def merge_shards(output_path: PathLike, shard_paths: Sequence[PathLike], *, forc
         by_shard = _check_shards(paths, metadata)
         count = by_shard[0][1]["shard"].count
         n_lines = metadata[0]["n_input_lines"]
-        for shard_index, (path, meta) in by_shard.items():
+        for path, meta in by_shard.values():
             _check_complete(path, files[paths.index(path)], meta["shard"], n_lines)
         handles = {shard_index: files[paths.index(path)] for shard_index, (path, _) in by_shard.items()}
-        with atomic_path(output) as tmp:
-            with h5py.File(tmp, "w") as out:
-                for index in range(n_lines):
-                    write_line(out, index, handles[index % count][str(index)][()])
-                if metadata[0]["sentence_to_index"]:
-                    write_sentence_to_index(out, _merged_sentence_to_index(paths, files))
-                merged = {key: metadata[0][key] for key in MUST_AGREE}
-                merged["shard"] = "0/1"
-                merged["merged_shards"] = count
-                write_metadata(out, merged)
+        with atomic_path(output) as tmp, h5py.File(tmp, "w") as out:
+            for index in range(n_lines):
+                write_line(out, index, handles[index % count][str(index)][()])
+            if metadata[0]["sentence_to_index"]:
+                write_sentence_to_index(out, _merged_sentence_to_index(paths, files))
+            merged = {key: metadata[0][key] for key in MUST_AGREE}
+            merged["shard"] = "0/1"
+            merged["merged_shards"] = count
+            write_metadata(out, merged)
     return output
 
 

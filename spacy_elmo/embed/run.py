@@ -14,20 +14,19 @@ import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import h5py
 from tqdm import tqdm
 
 from ..bilm.model import ElmoBiLM
-from ..files import atomic_path
+from ..files import PathLike, atomic_path
 from .corpus import CorpusScan, Shard, decode_line, make_tokenizer, scan_corpus, shard_lines
 from .embedder import ChunkEmbedder, model_fingerprint
 from .errors import EmbedOutputError, EmbedSettingsError, EmbedWarning
 from .layout import OUTPUT_FORMATS, write_line, write_metadata, write_sentence_to_index
 from .partial import PartialRun
 
-PathLike = Union[str, Path]
 LAYOUT_VERSION = 1
 
 
@@ -177,42 +176,42 @@ def _chunks(input_path: Path, settings: EmbedSettings, tokenize) -> Iterator[Lis
 
 
 def _write_chunk(path: Path, embedder: ChunkEmbedder, lines: List[Line], bar: tqdm) -> None:
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as h5:
-            for position, array in embedder.embed([tokens for _, _, tokens in lines]):
-                index, text, _ = lines[position]
-                write_line(h5, index, array)
-                bar.update(len(text.split()))
-            h5.attrs["first_index"] = lines[0][0]
-            h5.attrs["n_lines"] = len(lines)
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
+        for position, array in embedder.embed([tokens for _, _, tokens in lines]):
+            index, text, _ = lines[position]
+            write_line(h5, index, array)
+            bar.update(len(text.split()))
+        h5.attrs["first_index"] = lines[0][0]
+        h5.attrs["n_lines"] = len(lines)
 
 
 def _assemble(
     output: Path, partial: PartialRun, n_chunks: int, sentence_to_index: Optional[Dict[str, str]], metadata: Dict[str, Any]
 ) -> None:
     """Copy every chunk, in line order, into OUTPUT (written aside and renamed when complete)."""
-    with atomic_path(output) as tmp:
-        with h5py.File(tmp, "w") as out:
-            for chunk in range(n_chunks):
-                with h5py.File(partial.chunk_path(chunk), "r") as h5:
-                    for key in sorted(h5.keys(), key=int):
-                        write_line(out, int(key), h5[key][()])
-            if sentence_to_index is not None:
-                write_sentence_to_index(out, sentence_to_index)
-            write_metadata(out, metadata)
+    with atomic_path(output) as tmp, h5py.File(tmp, "w") as out:
+        for chunk in range(n_chunks):
+            with h5py.File(partial.chunk_path(chunk), "r") as h5:
+                for key in sorted(h5.keys(), key=int):
+                    write_line(out, int(key), h5[key][()])
+        if sentence_to_index is not None:
+            write_sentence_to_index(out, sentence_to_index)
+        write_metadata(out, metadata)
 
 
 def _report(settings: EmbedSettings, counts: Dict[str, int], scan: CorpusScan) -> None:
     if counts["empty"]:
         warnings.warn(
-            EmbedWarning(f"{counts['empty']} empty line(s) were stored as arrays with 0 tokens (AllenNLP's elmo command refuses them).")
+            EmbedWarning(f"{counts['empty']} empty line(s) were stored as arrays with 0 tokens (AllenNLP's elmo command refuses them)."),
+            stacklevel=3,
         )
     if counts["split"]:
         warnings.warn(
             EmbedWarning(
                 f"{counts['split']} line(s) longer than {settings.max_piece_length} tokens were read in pieces of "
                 f"--max-piece-length tokens, each piece with its own sentence context."
-            )
+            ),
+            stacklevel=3,
         )
     if scan.n_undecodable:
-        warnings.warn(EmbedWarning(f"{scan.n_undecodable} line(s) held bytes that are not UTF-8; they were read as U+FFFD."))
+        warnings.warn(EmbedWarning(f"{scan.n_undecodable} line(s) held bytes that are not UTF-8; they were read as U+FFFD."), stacklevel=3)

@@ -22,7 +22,7 @@ class LayerCache:
         self.n_bytes = 0
         self.hits = 0
         self.misses = 0
-        self._entries: "OrderedDict[Hashable, Floats3d]" = OrderedDict()
+        self._entries: OrderedDict[Hashable, Floats3d] = OrderedDict()
         self._lock = threading.Lock()
 
     def __getstate__(self) -> Dict[str, Any]:

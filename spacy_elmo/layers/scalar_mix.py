@@ -12,7 +12,6 @@ from typing import Callable, List, Optional, Tuple
 from thinc.api import Model
 from thinc.types import Floats1d, Floats2d, Floats3d
 
-
 LAYER_NORM_EPS = 1e-12
 
 

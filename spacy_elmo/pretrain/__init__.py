@@ -8,7 +8,14 @@ loss, perplexity), ``optim`` (optimiser and freeze schedule), ``checkpoint``,
 """
 
 from .config import PretrainConfig, load_config
-from .errors import CheckpointError, OutputDirError, PretrainConfigError, PretrainDataError, TrainingDivergedError, TrainingInterrupted
+from .errors import (
+    CheckpointError,
+    OutputDirError,
+    PretrainConfigError,
+    PretrainDataError,
+    TrainingDivergedError,
+    TrainingInterrupted,
+)
 from .trainer import PretrainResult, pretrain
 
 __all__ = [

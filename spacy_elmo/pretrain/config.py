@@ -315,7 +315,7 @@ def _lookup(data: Dict[str, Any], dotted: str) -> Any:
 def _apply_override(data: Dict[str, Any], dotted: str, value: Any, source: str) -> None:
     *section_parts, key = dotted.split(".")
     section_name = ".".join(section_parts)
-    known = {name: cls for name, cls in SECTIONS}
+    known = dict(SECTIONS)
     if section_name not in known:
         raise PretrainConfigError(
             f"Override --{dotted}: unknown section [{section_name}]. Known sections: "
@@ -354,7 +354,7 @@ def _check(value: Any, annotation: Any, meta: Dict[str, Any], where: str, source
         if optional:
             return None
         raise PretrainConfigError(f"{source}: {where} must be set, got null.")
-    kind = [a for a in get_args(annotation) if a is not type(None)][0] if optional else annotation
+    kind = next(a for a in get_args(annotation) if a is not type(None)) if optional else annotation
     if kind is bool:
         ok = isinstance(value, bool)
     elif kind is int:

@@ -16,7 +16,7 @@ import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, TypeVar
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, TypeVar, Union
 
 import numpy as np
 import torch
@@ -26,6 +26,9 @@ from ..chars import index_batch
 from .config import DataConfig
 from .errors import PretrainDataError
 from .vocab import Vocab
+
+if TYPE_CHECKING:
+    from spacy.language import Language
 
 Sentence = List[str]
 T = TypeVar("T")
@@ -64,8 +67,7 @@ def read_lines(path: Path, warn: Optional[Warn] = None) -> Iterator[str]:
     """
     total = undecodable = 0
     try:
-        raw = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
-        with io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape") as handle:
+        with _open_binary(path) as raw, io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape") as handle:
             for line in handle:
                 line = line.strip()
                 if not line:
@@ -83,6 +85,11 @@ def read_lines(path: Path, warn: Optional[Warn] = None) -> Iterator[str]:
         raise PretrainDataError(_undecodable_message(path, undecodable, total, refused=True))
     if undecodable:
         (warn or _python_warning)(_undecodable_message(path, undecodable, total, refused=False))
+
+
+def _open_binary(path: Path) -> Union[gzip.GzipFile, io.BufferedReader]:
+    """``path`` opened for reading bytes, gunzipped on the fly when it ends in .gz."""
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
 
 
 def _undecodable_message(path: Path, undecodable: int, total: int, refused: bool) -> str:
@@ -106,7 +113,7 @@ class SentenceReader:
         self.config = config
         self.warn = warn
         self._warned: Set[str] = set()
-        self._nlp = None
+        self._nlp: Optional[Language] = None
 
     def sentences(self, files: Sequence[Path]) -> Iterator[Sentence]:
         """Every sentence of ``files`` in order, after the length filter and the cut into pieces."""
@@ -130,7 +137,7 @@ class SentenceReader:
                 if tokens:
                     yield tokens
 
-    def _pipeline(self):
+    def _pipeline(self) -> "Language":
         if self._nlp is None:
             import spacy
 

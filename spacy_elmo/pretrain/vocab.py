@@ -7,12 +7,11 @@ sampled softmax's log-uniform sampler relies on the frequency order, as in bilm-
 import itertools
 from collections import Counter
 from pathlib import Path
-from typing import Iterable, List, Sequence, Union
+from typing import Iterable, List, Sequence
 
-from ..files import write_text_atomic
+from ..files import PathLike, write_text_atomic
 from .errors import PretrainDataError
 
-PathLike = Union[str, Path]
 
 BOS, EOS, UNK = "<S>", "</S>", "<UNK>"
 SPECIALS = (BOS, EOS, UNK)
