@@ -24,11 +24,6 @@ DEFAULT_MAX_CHARS = 50
 PADDING_ID = PAD_CHAR + ID_OFFSET
 
 
-def token_char_ids(token: str, max_chars: int = DEFAULT_MAX_CHARS) -> np.ndarray:
-    """The ``(max_chars,)`` int64 ids of one token, +1 offset included."""
-    return encode_tokens([token], max_chars)[0]
-
-
 def token_key(token: str, max_chars: int = DEFAULT_MAX_CHARS) -> bytes:
     """What the biLM actually sees of a token: two tokens with equal keys get equal ids."""
     if token == BOS_TOKEN:

@@ -11,7 +11,7 @@ from torch import nn
 
 from ..chars import BOS_TOKEN, EOS_TOKEN, encode_tokens, index_batch
 from ..errors import ElmoWeightsError
-from ..files import PathLike
+from ..files import PathLike, write_text_atomic
 from .lstm import ElmoLstm, LstmState
 from .options import ElmoOptions
 from .inference_precision import BiLMKernels, check_precision, check_supported, prepare_kernels
@@ -132,7 +132,7 @@ class ElmoBiLM(nn.Module):
         """Write ``options.json`` and ``weights.hdf5`` in the published layout."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / "options.json").write_text(self.options.to_json(), encoding="utf-8")
+        write_text_atomic(directory / "options.json", self.options.to_json())
         write_weights(directory / "weights.hdf5", self.to_arrays())
 
     def to_bytes(self) -> Dict[str, bytes]:

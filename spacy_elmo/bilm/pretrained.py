@@ -9,7 +9,6 @@ import os
 import sys
 import urllib.error
 import urllib.request
-import uuid
 from http.client import HTTPException
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -17,7 +16,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from tqdm import tqdm
 
 from ..errors import ElmoDownloadError, ElmoError, ElmoModelNotFoundError, ElmoOptionsError, ElmoWeightsError
-from ..files import PathLike
+from ..files import PathLike, atomic_path
 from .options import ElmoOptions
 from .weights_io import read_weights
 
@@ -218,9 +217,8 @@ def _fetch(
     progress: bool,
     verify: Callable[[Path, str], None],
 ) -> None:
-    """Stream ``url`` into a temp file next to ``target``, verify it, then rename it into place."""
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.part")
-    try:
+    """Stream ``url`` into a temporary file next to ``target``, verify it, then rename it into place."""
+    with atomic_path(target) as tmp:
         try:
             with urllib.request.urlopen(url, timeout=_TIMEOUT_S) as response:
                 _stream(response, tmp, url, f"{name} {target.name}", progress)
@@ -241,9 +239,6 @@ def _fetch(
                 f"Run again to retry; if it keeps failing, check the download location "
                 f"({_location()}) or download the files by hand."
             ) from err
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _stream(response: Any, tmp: Path, url: str, desc: str, progress: bool) -> None:

@@ -21,7 +21,6 @@ class LayerCache:
         self.max_bytes = max_bytes
         self.n_bytes = 0
         self.hits = 0
-        self.misses = 0
         self._entries: OrderedDict[Hashable, Floats3d] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -41,9 +40,7 @@ class LayerCache:
         """The cached layers of ``key`` (shared: callers copy before changing them), or None."""
         with self._lock:
             layers = self._entries.get(key)
-            if layers is None:
-                self.misses += 1
-            else:
+            if layers is not None:
                 self.hits += 1
                 self._entries.move_to_end(key)
             return layers

@@ -8,7 +8,7 @@ Parameters form blocks, top to bottom: ``softmax``, ``lstm.{L-1}`` … ``lstm.0`
 state) exactly unchanged.
 """
 
-from typing import Dict, List, Tuple
+from typing import List, Tuple
 
 import torch
 from torch import nn
@@ -74,12 +74,8 @@ def trainable_blocks(config: TrainingConfig, n_layers: int, step: int) -> List[s
     return ["softmax", *order[:unfrozen]]
 
 
-def apply_freezing(objective: BiLMObjective, trainable: List[str]) -> Dict[str, bool]:
-    """Set ``requires_grad`` per block; returns which blocks train."""
-    state = {}
+def apply_freezing(objective: BiLMObjective, trainable: List[str]) -> None:
+    """Set ``requires_grad`` of every block: true for the blocks named in ``trainable``."""
     for name, params in parameter_blocks(objective):
-        train = name in trainable
         for param in params:
-            param.requires_grad_(train)
-        state[name] = train
-    return state
+            param.requires_grad_(name in trainable)

@@ -9,11 +9,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterable, List, Sequence
 
+from ..chars import BOS_TOKEN, EOS_TOKEN
 from ..files import PathLike, write_text_atomic
 from .errors import PretrainDataError
 
 
-BOS, EOS, UNK = "<S>", "</S>", "<UNK>"
+BOS, EOS, UNK = BOS_TOKEN, EOS_TOKEN, "<UNK>"
 SPECIALS = (BOS, EOS, UNK)
 
 
