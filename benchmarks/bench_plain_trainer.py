@@ -237,7 +237,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         rows += arch_rows
 
     try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+        with open("/proc/cpuinfo") as cpuinfo:
+            cpu = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
     except (OSError, StopIteration):
         cpu = "unknown CPU"
     print(f"# Pretraining throughput: ours against a plain PyTorch trainer ({datetime.date.today()})\n")

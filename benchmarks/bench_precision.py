@@ -31,12 +31,11 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_inference import REPO, cpu_model, git_commit, model_files, read_sentences  # noqa: E402
-
-from spacy_elmo.bilm.memory import keep_freed_memory  # noqa: E402
-from spacy_elmo.bilm.model import ElmoBiLM  # noqa: E402
-from spacy_elmo.bilm.inference_precision import INFERENCE_PRECISIONS, check_precision  # noqa: E402
-from spacy_elmo.bilm.pretrained import DEFAULT_MODEL_NAME  # noqa: E402
+from bench_inference import REPO, cpu_model, git_commit, model_files, read_sentences
+from spacy_elmo.bilm.inference_precision import INFERENCE_PRECISIONS, check_precision
+from spacy_elmo.bilm.memory import keep_freed_memory
+from spacy_elmo.bilm.model import ElmoBiLM
+from spacy_elmo.bilm.pretrained import DEFAULT_MODEL_NAME
 
 Sentences = List[List[str]]
 

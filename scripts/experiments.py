@@ -287,7 +287,7 @@ def report_lines(results: Sequence[Dict[str, Any]]) -> List[str]:
         "",
     ]
     current = None
-    for (task, fraction), systems in grouped(results):
+    for (task, _fraction), systems in grouped(results):
         if task != current:
             if current is not None:
                 lines.append("")

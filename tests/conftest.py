@@ -141,7 +141,7 @@ def tiny_sentences() -> List[List[List[str]]]:
     return [[rng.choices(WORDS, k=rng.randint(1, 16)) for _ in range(10)] for _ in range(3)]
 
 
-@pytest.fixture()
+@pytest.fixture
 def model_dir(tiny_model, tmp_path: Path) -> Path:
     """A private copy of the tiny biLM as a directory (options.json + weights.hdf5)."""
     folder = tmp_path / "tiny-model"

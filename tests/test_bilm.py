@@ -13,7 +13,7 @@ from spacy_elmo import ElmoBiLM, ElmoOptions
 from spacy_elmo.bilm.weights_io import read_weights
 from spacy_elmo.chars import encode_tokens
 
-TIGHT = dict(atol=1e-6, rtol=1e-5)
+TIGHT = {"atol": 1e-6, "rtol": 1e-5}
 
 
 def _expected_stateless(shared, name):
@@ -137,7 +137,7 @@ def test_token_layer_is_the_token_encoder_output_twice(tiny_model, tiny_sentence
 def test_padded_slots_are_zero_and_empty_sentences_work(tiny_model):
     bilm = ElmoBiLM.from_files(*tiny_model)
     with torch.no_grad():
-        layers, lengths = bilm.embed_batch([["a", "b", "c"], [], ["d"]])
+        layers, _ = bilm.embed_batch([["a", "b", "c"], [], ["d"]])
     assert layers.shape == (3, 3, 3, 32)
     assert (layers[:, 1] == 0).all() and (layers[:, 2, 1:] == 0).all()
     outputs = bilm.embed_sentences([[], ["x"], []])
@@ -210,9 +210,9 @@ def test_gradients_reach_every_parameter(tiny_model):
 def test_options_validation_names_field(tmp_path):
     from spacy_elmo import ElmoOptionsError
 
-    with pytest.raises(ElmoOptionsError, match="lstm.projection_dim"):
+    with pytest.raises(ElmoOptionsError, match=r"lstm\.projection_dim"):
         ElmoOptions.from_dict({"lstm": {"dim": 4, "projection_dim": 0, "n_layers": 1}, "char_cnn": {"embedding": {"dim": 2}, "filters": [[1, 2]]}})
-    with pytest.raises(ElmoOptionsError, match="char_cnn.activation"):
+    with pytest.raises(ElmoOptionsError, match=r"char_cnn\.activation"):
         ElmoOptions.from_dict(
             {"lstm": {"dim": 4, "projection_dim": 2, "n_layers": 1}, "char_cnn": {"embedding": {"dim": 2}, "filters": [[1, 2]], "activation": "gelu"}}
         )

@@ -133,7 +133,7 @@ def test_unknown_model_name_is_a_clear_error():
 def test_missing_weights_file_is_a_clear_error(model_dir):
     (model_dir / "weights.hdf5").unlink()
     nlp = _nlp(model_dir)
-    with pytest.raises(ElmoWeightsError, match="weights.hdf5"):
+    with pytest.raises(ElmoWeightsError, match=r"weights\.hdf5"):
         nlp.initialize()
 
 
@@ -173,5 +173,5 @@ def test_default_model_ships_and_works_offline(monkeypatch):
     doc = nlp(TEXT)
     assert doc._.elmo_layers.shape == (3, 7, 256) and doc._.elmo_layers.dtype == np.float32
     assert doc[5].similarity(doc[4]) != 0.0
-    options_path, weights_path = resolve_model("default")
+    _, weights_path = resolve_model("default")
     assert weights_path.parent.name == "default_model" and weights_path.stat().st_size < 25 * 2**20

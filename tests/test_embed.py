@@ -53,7 +53,7 @@ def _weights(tiny_model) -> str:
 
 def _datasets(path: Path):
     with h5py.File(path, "r") as h5:
-        return {key: h5[key][()] for key in h5.keys()}
+        return {key: h5[key][()] for key in h5}
 
 
 def _assert_same_file(a: Path, b: Path, exact: bool = True) -> None:
@@ -149,7 +149,7 @@ def test_shards_cover_the_corpus_and_merge_to_the_single_run(tiny_model, tmp_pat
     for i, shard in enumerate(shards):
         assert _embed(source, shard, "--weights", _weights(tiny_model), "--chunk-lines", "8", "--shard", f"{i}/3") == 0
         with h5py.File(shard, "r") as h5:
-            assert {k for k in h5.keys() if k.isdigit()} == {str(j) for j in range(len(lines)) if j % 3 == i}
+            assert {k for k in h5 if k.isdigit()} == {str(j) for j in range(len(lines)) if j % 3 == i}
     merged = tmp_path / "merged.hdf5"
     assert cli_main(["embed-merge", str(merged), str(shards[2]), str(shards[0]), str(shards[1])]) == 0
     # Other batch neighbours change float rounding only; keys, shapes and sentence_to_index are identical.
@@ -244,9 +244,8 @@ def test_leftovers_of_a_killed_run_are_cleaned_and_a_second_run_is_locked_out(ti
     orphan.write_bytes(b"half")
     other.write_bytes(b"someone else's")
     bilm = load_bilm(_weights(tiny_model))
-    with PartialRun(out):
-        with pytest.raises(Exception, match="Another embed run is writing"):
-            embed_corpus(source, out, bilm, progress=False)
+    with PartialRun(out), pytest.raises(Exception, match="Another embed run is writing"):
+        embed_corpus(source, out, bilm, progress=False)
     embed_corpus(source, out, bilm, progress=False)
     assert not orphan.exists() and other.exists() and out.is_file()
 
@@ -310,7 +309,7 @@ def test_merge_refuses_incomplete_overlapping_or_foreign_shards(tiny_model, tmp_
     assert "Shard 0/2 is given twice" in merge(shards[0], shards[0], shards[1])[1]
     top = tmp_path / "top"
     top.mkdir()
-    (foreign,) = [p for p in _shard_files(tiny_model, top, lines, 2, output_format="top")[1:]]
+    (foreign,) = _shard_files(tiny_model, top, lines, 2, output_format="top")[1:]
     assert "are not shards of one run: their output_format differs" in merge(shards[0], foreign)[1]
     broken = tmp_path / "broken.hdf5"
     broken.write_bytes(shards[1].read_bytes())

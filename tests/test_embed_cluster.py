@@ -7,7 +7,7 @@ import h5py
 import numpy as np
 import pytest
 
-from spacy_elmo.embed import EmbedSettings, embed_corpus, load_bilm
+from spacy_elmo.embed import EmbedSettings, EmbedWarning, embed_corpus, load_bilm
 
 distributed = pytest.importorskip(
     "dask.distributed", reason="Dask is not installed (pip install 'spacy-elmo[cluster]' to run the cluster recipe test)"
@@ -26,15 +26,14 @@ def test_dask_shards_merge_to_the_single_process_file(tiny_model, tmp_path):
     source.write_text("\n".join(lines) + "\n", encoding="utf-8")
     settings = EmbedSettings(output_format="all", chunk_lines=16)
     single = tmp_path / "single.hdf5"
-    with pytest.warns(UserWarning):
+    with pytest.warns(EmbedWarning, match="empty line"):
         embed_corpus(source, single, load_bilm(str(tiny_model[1])), settings, progress=False)
 
     out = tmp_path / "cluster.hdf5"
     with distributed.LocalCluster(
         n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-    ) as cluster, distributed.Client(cluster) as client:
-        with distributed.get_task_stream(client) as tasks:
-            summaries = embed_with_dask(source, out, client=client, weights=str(tiny_model[1]), settings=settings)
+    ) as cluster, distributed.Client(cluster) as client, distributed.get_task_stream(client) as tasks:
+        summaries = embed_with_dask(source, out, client=client, weights=str(tiny_model[1]), settings=settings)
 
     assert len({task["worker"] for task in tasks.data}) == 2, "each worker should run one shard"
     assert [s.n_shard_lines for s in summaries] == [40, 40]
@@ -42,7 +41,7 @@ def test_dask_shards_merge_to_the_single_process_file(tiny_model, tmp_path):
     with h5py.File(single, "r") as a, h5py.File(out, "r") as b:
         assert sorted(a.keys()) == sorted(b.keys())
         assert a["sentence_to_index"][0] == b["sentence_to_index"][0]
-        for key in a.keys():
+        for key in a:
             if key.isdigit():
                 assert a[key].shape == b[key].shape
                 # Each shard's batches hold other lines than the single run's: equal up to float rounding.

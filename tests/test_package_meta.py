@@ -14,7 +14,7 @@ def run(pipeline: Path, output: Path, *args: str) -> subprocess.CompletedProcess
     return subprocess.run([sys.executable, str(SCRIPT), str(pipeline), str(output), *args], capture_output=True, text=True)
 
 
-@pytest.fixture()
+@pytest.fixture
 def pipeline(tmp_path: Path) -> Path:
     folder = tmp_path / "model-best"
     folder.mkdir()

@@ -15,8 +15,8 @@ import torch
 
 from spacy_elmo import ElmoBiLM
 from spacy_elmo.__main__ import main as cli_main
-from spacy_elmo.bilm.weights_io import read_weights
 from spacy_elmo.bilm.options import ElmoOptions
+from spacy_elmo.bilm.weights_io import read_weights
 from spacy_elmo.pretrain import CheckpointError, OutputDirError, PretrainConfigError, TrainingDivergedError, load_config, pretrain
 from spacy_elmo.pretrain.data import BatchStream, SentenceReader, make_batch
 from spacy_elmo.pretrain.objective import SampledSoftmax

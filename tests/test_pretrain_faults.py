@@ -421,7 +421,7 @@ def test_a_second_ctrl_c_aborts_at_once(monkeypatch, capsys):
         os.kill(os.getpid(), signal.SIGINT)
         time.sleep(0.01)
         assert stop.requested and calls == ["first"]
-        with pytest.raises(KeyboardInterrupt):
+        with pytest.raises(KeyboardInterrupt):  # noqa: PT012 -- the signal's handler raises during the sleep
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(1)
     assert signal.getsignal(signal.SIGINT) is before
@@ -517,7 +517,7 @@ def test_sigkill_at_random_moments_always_resumes_from_the_last_good_checkpoint(
         window = max(0.0, two_steps - 2 * step) + 3 * step
         rng = random.Random(20240601)
         kills, last_good = 0, 2
-        for attempt in range(40):
+        for attempt in range(40):  # noqa: B007 -- the count is reported after the loop
             # Each run stops 4 steps on at most, so the kills spread over the whole run however fast it goes.
             target = str(min(total, last_good + 4))
             argv = base + [str(out), "--resume", "--no-progress", *settings, "--training.max_steps", target]

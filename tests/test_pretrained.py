@@ -149,7 +149,6 @@ def test_unknown_name_lists_published_models(mirror):
 
 
 def test_http_404_names_url_and_leaves_nothing(mirror, cache):
-    root, requests = mirror
     with pytest.raises(ElmoDownloadError) as info:
         resolve_model("medium")
     message = str(info.value)
@@ -193,7 +192,7 @@ def test_mismatched_pair_is_rejected(mirror, cache, tiny_model):
 def test_html_instead_of_options(mirror, cache, tiny_model):
     root, _ = mirror
     _publish(root, SMALL, b"<html>Access denied</html>", tiny_model[1].read_bytes())
-    with pytest.raises(ElmoDownloadError, match="_options.json is not readable JSON"):
+    with pytest.raises(ElmoDownloadError, match=r"_options\.json is not readable JSON"):
         resolve_model("small")
     assert _files(cache) == []
 

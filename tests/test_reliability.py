@@ -9,7 +9,6 @@ import threading
 from pathlib import Path
 from typing import Dict, List, Tuple
 
-import h5py
 import numpy as np
 import pytest
 import spacy
@@ -46,7 +45,7 @@ def make_model_dir(folder: Path, options: Dict = TINY, seed: int = 0) -> Path:
     return folder
 
 
-@pytest.fixture()
+@pytest.fixture
 def tiny_dir(tmp_path: Path) -> Path:
     return make_model_dir(tmp_path / "tiny")
 
@@ -336,7 +335,7 @@ def test_damaged_component_bytes_are_clear_errors(tiny_dir):
     nlp(TEXT)
     data = nlp.get_pipe("elmo").to_bytes()
     for broken in (data[: len(data) // 3], b"", b"garbage"):
-        with pytest.raises(ElmoWeightsError, match="corrupted|incomplete|not a serialized"):
+        with pytest.raises(ElmoWeightsError, match=r"corrupted|incomplete|not a serialized"):
             make_nlp(tiny_dir).get_pipe("elmo").from_bytes(broken)
 
 

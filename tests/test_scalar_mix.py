@@ -42,7 +42,7 @@ def test_backprop_matches_finite_differences(layer_norm):
     mix, layers = make_mix(layer_norm)
     rng = np.random.default_rng(1)
     probes = [rng.normal(size=X.shape[1:]) for X in layers]
-    outputs, backprop = mix.begin_update(layers)
+    _, backprop = mix.begin_update(layers)
     d_layers = backprop(probes)
     f = lambda: loss_of(mix, layers, probes)  # noqa: E731
     for name in ("weights", "gamma"):

@@ -41,7 +41,7 @@ def _train(nlp, examples, steps=12, seed=0):
     fix_random_seed(seed)
     optimizer = nlp.initialize(lambda: examples)
     losses = []
-    for step in range(steps):
+    for _ in range(steps):
         batch_losses = {}
         for start in range(0, len(examples), 8):
             nlp.update(examples[start : start + 8], sgd=optimizer, losses=batch_losses, drop=0.1)

@@ -91,7 +91,7 @@ def test_failed_write_keeps_old_file_and_leaves_no_temp(tmp_path):
 
 
 def test_write_into_missing_directory(tmp_path, weights):
-    with pytest.raises(ElmoWeightsError, match="Cannot write weights to .*missing"):
+    with pytest.raises(ElmoWeightsError, match=r"Cannot write weights to .*missing"):
         write_weights(tmp_path / "missing" / "weights.hdf5", weights)
 
 
