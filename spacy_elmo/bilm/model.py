@@ -12,13 +12,13 @@ from torch import nn
 from ..chars import BOS_TOKEN, EOS_TOKEN, encode_tokens, index_batch
 from ..errors import ElmoWeightsError
 from ..files import PathLike, write_text_atomic
+from .inference_precision import BiLMKernels, check_precision, check_supported, prepare_kernels
 from .lstm import ElmoLstm, LstmState
 from .options import ElmoOptions
-from .inference_precision import BiLMKernels, check_precision, check_supported, prepare_kernels
+from .pretrained import resolve_model
 from .token_cache import TokenCache
 from .token_encoder import TokenEncoder
 from .weights_io import read_weights, weights_from_bytes, weights_to_bytes, write_weights
-from .pretrained import resolve_model
 
 DEFAULT_TOKEN_CACHE_SIZE = 10_000
 

@@ -9,7 +9,6 @@ from typing import Any, Dict, Optional, Tuple, Union
 from ..errors import ElmoOptionsError
 from ..files import PathLike
 
-
 ACTIVATIONS = ("relu", "tanh")
 
 # Bounds well above every published model (lstm.dim 4096, 2 layers, 50 characters), low enough

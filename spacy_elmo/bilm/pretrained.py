@@ -20,7 +20,6 @@ from ..files import PathLike, atomic_path
 from .options import ElmoOptions
 from .weights_io import read_weights
 
-
 OPTIONS_FILE = "options.json"
 WEIGHTS_FILE = "weights.hdf5"
 

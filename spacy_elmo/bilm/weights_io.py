@@ -22,7 +22,6 @@ from ..errors import ElmoWeightsError
 from ..files import PathLike, atomic_path
 from .options import ElmoOptions
 
-
 BYTES_SOURCE = "<serialized weights>"
 
 # Errors h5py raises for unreadable, truncated or corrupted files.

@@ -28,7 +28,6 @@ from .merge import merge_shards
 from .run import EmbedSettings, EmbedSummary, check_output, embed_corpus
 
 
-
 def shard_path(output: Path, shard: Shard) -> Path:
     """Where shard ``I/N`` of OUTPUT is written: ``NAME.shard-I-of-N.SUFFIX`` beside it."""
     return output.with_name(f"{output.stem}.shard-{shard.index}-of-{shard.count}{output.suffix}")

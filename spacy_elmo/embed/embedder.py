@@ -46,7 +46,7 @@ def model_fingerprint(bilm: ElmoBiLM) -> str:
     """SHA-256 of the options, every weight and a low precision: equal iff two runs compute the same."""
     digest = hashlib.sha256(bilm.options.to_json().encode("utf-8"))
     if bilm.precision != "fp32":
-        digest.update(f"precision={bilm.precision}".encode("utf-8"))
+        digest.update(f"precision={bilm.precision}".encode())
     for name, array in sorted(bilm.to_arrays().items()):
         digest.update(name.encode("utf-8"))
         digest.update(np.ascontiguousarray(array, dtype=np.float32).tobytes())

@@ -244,7 +244,7 @@ class ElmoComponent(TrainablePipe):
 
     # ------------------------------------------------------------------ serialization
 
-    def to_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = tuple()) -> None:
+    def to_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = ()) -> None:
         """Write ``cfg`` and ``model`` (the biLM's options and weights with their checksum).
 
         Each file is written atomically, and ``model`` only when its bytes differ from the
@@ -260,7 +260,7 @@ class ElmoComponent(TrainablePipe):
         if "model" not in exclude:
             write_if_changed(path / "model", self.model.to_bytes())
 
-    def from_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = tuple()) -> "ElmoComponent":
+    def from_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = ()) -> "ElmoComponent":
         """Load what :meth:`to_disk` wrote; a missing, truncated or corrupted ``model`` file
         is an :class:`ElmoWeightsError` naming the file."""
         path = Path(path)
@@ -280,7 +280,7 @@ class ElmoComponent(TrainablePipe):
             self._load_model_bytes(model_path.read_bytes(), str(model_path))
         return self
 
-    def from_bytes(self, bytes_data: bytes, *, exclude: Iterable[str] = tuple()) -> "ElmoComponent":
+    def from_bytes(self, bytes_data: bytes, *, exclude: Iterable[str] = ()) -> "ElmoComponent":
         try:
             data = srsly.msgpack_loads(bytes_data)
         except Exception as err:  # msgpack raises many unrelated types for damaged input

@@ -28,9 +28,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from ..files import PathLike, TMP_MARK, atomic_directory, fsync_path, temporary_name, write_text_atomic
+from ..files import TMP_MARK, PathLike, atomic_directory, fsync_path, temporary_name, write_text_atomic
 from .errors import CheckpointError
-
 
 STATE_FILE = "state.pt"
 META_FILE = "meta.json"

@@ -48,7 +48,14 @@ from .distributed import (
     parameter_checksum,
     shutdown,
 )
-from .errors import CheckpointError, OutputDirError, PretrainConfigError, PretrainDataError, TrainingDivergedError, TrainingInterrupted
+from .errors import (
+    CheckpointError,
+    OutputDirError,
+    PretrainConfigError,
+    PretrainDataError,
+    TrainingDivergedError,
+    TrainingInterrupted,
+)
 from .interrupt import StopRequest
 from .model import build_bilm, load_for_fine_tuning
 from .objective import BiLMObjective, build_softmax, perplexities

@@ -13,7 +13,6 @@ from ..chars import BOS_TOKEN, EOS_TOKEN
 from ..files import PathLike, write_text_atomic
 from .errors import PretrainDataError
 
-
 BOS, EOS, UNK = BOS_TOKEN, EOS_TOKEN, "<UNK>"
 SPECIALS = (BOS, EOS, UNK)
 
