@@ -39,7 +39,7 @@ def build_parser(prog: str = "python -m spacy_elmo pretrain") -> argparse.Argume
     parser.add_argument(
         "--return-memory",
         action="store_true",
-        help="let the C allocator hand freed memory back to the OS (by default it is kept for reuse: 2.4x faster training on Linux)",
+        help="let the C allocator hand freed memory back to the OS (by default this command keeps it for reuse, which makes CPU training much faster on Linux; see the README's Pretraining section)",
     )
     return parser
 
