@@ -17,11 +17,15 @@ unchanged). Training-time bfloat16 autocast is a separate matter (:mod:`.precisi
 
 import warnings
 from dataclasses import dataclass
-from typing import Any, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, List, Optional, Sequence
 
 import torch
 
 from ..errors import ElmoOptionsError
+from .tensors import conv_bias
+
+if TYPE_CHECKING:
+    from .model import ElmoBiLM
 
 INFERENCE_PRECISIONS = ("fp32", "bf16", "int8")
 """Accepted values of an inference ``precision``."""
@@ -69,10 +73,14 @@ def check_supported(precision: str, device: torch.device, setting: str = "precis
         if device.type != "cpu":
             raise ElmoOptionsError(f"{setting} = 'int8' runs on the CPU only, but the biLM is on {device}; use 'bf16' on a GPU.")
         if int8_engine() is None:
-            raise ElmoOptionsError(
-                f"{setting} = 'int8' needs one of PyTorch's quantized CPU engines ({', '.join(_INT8_ENGINES)}); "
-                f"this build has {torch.backends.quantized.supported_engines}. Use 'bf16' or 'fp32'."
-            )
+            raise _no_int8_engine(setting)
+
+
+def _no_int8_engine(setting: str) -> ElmoOptionsError:
+    return ElmoOptionsError(
+        f"{setting} = 'int8' needs one of PyTorch's quantized CPU engines ({', '.join(_INT8_ENGINES)}); "
+        f"this build has {torch.backends.quantized.supported_engines}. Use 'bf16' or 'fp32'."
+    )
 
 
 class LowPrecisionMatmul:
@@ -124,9 +132,12 @@ def _pack_int8(weight: torch.Tensor, bias: Optional[torch.Tensor]) -> Any:
     amax = columns.abs().amax(dim=1)
     scales = torch.where(amax > 0, amax / 127.0, torch.ones_like(amax)).double()
     zero_points = torch.zeros(columns.shape[0], dtype=torch.long)
+    engine = int8_engine()
+    if engine is None:
+        raise _no_int8_engine("precision")
     previous = torch.backends.quantized.engine
     try:
-        torch.backends.quantized.engine = int8_engine()
+        torch.backends.quantized.engine = engine
         with warnings.catch_warnings():
             # A quantized tensor is only the carrier of the weights into the prepack op.
             warnings.filterwarnings("ignore", message=".*quantize_per_(tensor|channel).*deprecated")
@@ -142,12 +153,19 @@ def _linear_int8(x: torch.Tensor, packed: Any) -> torch.Tensor:
 
 
 @dataclass
-class TokenEncoderKernels:
-    """Prepared weights of the token encoder: convolutions (bf16 only), highways, projection."""
+class CharCnnKernels:
+    """bfloat16 copies of the char CNN's embedding table and convolutions."""
 
-    conv_weights: Optional[List[torch.Tensor]]
-    conv_biases: Optional[List[torch.Tensor]]
-    char_embedding: Optional[torch.Tensor]
+    char_embedding: torch.Tensor
+    weights: List[torch.Tensor]
+    biases: List[torch.Tensor]
+
+
+@dataclass
+class TokenEncoderKernels:
+    """Prepared weights of the token encoder: char CNN (bf16 only; None: it runs in float32), highways, projection."""
+
+    char_cnn: Optional[CharCnnKernels]
     highways: List[LowPrecisionMatmul]
     projection: LowPrecisionMatmul
 
@@ -171,15 +189,19 @@ class BiLMKernels:
     lstm: List[LstmLayerKernels]
 
 
-def prepare_kernels(bilm: torch.nn.Module, precision: str, signature: tuple) -> BiLMKernels:
+def prepare_kernels(bilm: "ElmoBiLM", precision: str, signature: tuple) -> BiLMKernels:
     """Low-precision copies of the weights of ``bilm`` (an :class:`ElmoBiLM`), made without autograd."""
     with torch.no_grad():
         encoder = bilm.token_encoder
-        bf16 = precision == "bf16"
+        char_cnn = None
+        if precision == "bf16":
+            char_cnn = CharCnnKernels(
+                char_embedding=encoder.char_embedding.to(torch.bfloat16),
+                weights=[conv.weight.to(torch.bfloat16) for conv in encoder.convolutions],
+                biases=[conv_bias(conv).to(torch.bfloat16) for conv in encoder.convolutions],
+            )
         token_encoder = TokenEncoderKernels(
-            conv_weights=[conv.weight.to(torch.bfloat16) for conv in encoder.convolutions] if bf16 else None,
-            conv_biases=[conv.bias.to(torch.bfloat16) for conv in encoder.convolutions] if bf16 else None,
-            char_embedding=encoder.char_embedding.to(torch.bfloat16) if bf16 else None,
+            char_cnn=char_cnn,
             highways=[LowPrecisionMatmul(h.weight, h.bias, precision) for h in encoder.highways],
             projection=LowPrecisionMatmul(encoder.projection, encoder.projection_bias, precision),
         )

@@ -13,7 +13,8 @@ are scaled by 2 (exact in floating point) and moved last, so one ``sigmoid`` cov
 gates. The parameters themselves stay in the file's layout.
 """
 
-from typing import Dict, List, Optional, Sequence, Tuple
+import functools
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -21,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .inference_precision import LowPrecisionMatmul, LstmLayerKernels
+from .module_list import ModuleList
 from .options import ElmoOptions, lstm_cell_prefix
 from .precision import matmul_dtype
 from .tensors import to_numpy
@@ -77,7 +79,7 @@ class ElmoLstm(nn.Module):
     def __init__(self, options: ElmoOptions, dropout: float = 0.0) -> None:
         super().__init__()
         P, H = options.projection_dim, options.lstm_dim
-        self.layers = nn.ModuleList(BiLstmLayer(P, H, P) for _ in range(options.n_layers))
+        self.layers = ModuleList(BiLstmLayer(P, H, P) for _ in range(options.n_layers))
         self.cell_clip = options.cell_clip
         self.proj_clip = options.proj_clip
         self.use_skip_connections = options.use_skip_connections
@@ -152,31 +154,28 @@ class ElmoLstm(nn.Module):
         """One layer over packed rows ``x`` ``(2, N, P_in)``; returns ``(2, N, P)`` and the final state."""
         B = active[0]
         H, P = layer.hidden_dim, layer.projection.shape[2]
+        step: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], LstmState]  # (gates_in, c, h) -> (c, h)
         if kernels is None:
             input_weight, recurrent_weight, bias = layer.step_weights()
-            projection = layer.projection
+            projection: torch.Tensor = layer.projection
             dtype = matmul_dtype(x.device)
             if dtype is not None:
                 # Training under autocast: cast once per layer, not at every step (autocast
                 # caches only casts of parameters, and these are derived from them).
                 input_weight, recurrent_weight, projection = (w.to(dtype) for w in (input_weight, recurrent_weight, projection))
             gates_in = torch.baddbmm(bias.unsqueeze(1), x, input_weight)  # (2, N, 4H)
+            full_step = self._step if torch.is_grad_enabled() else self._step_in_place
+            step = functools.partial(full_step, recurrent_weight=recurrent_weight, projection=projection)
         else:
             gates_in = kernels.input(x, float32=False)  # bfloat16 in bf16 mode, added in float32 per step
-            recurrent_weight, projection = kernels.recurrent, kernels.projection
+            step = functools.partial(self._step_low_precision, recurrent=kernels.recurrent, projection=kernels.projection)
         if state is None:
             c = x.new_zeros((2, B, H), dtype=layer.projection.dtype)  # float32 even when x is bfloat16
             h = x.new_zeros((2, B, P))
         else:
             c, h = state
-        if kernels is not None:
-            step = self._step_low_precision
-            c = c.clone()
-        elif torch.is_grad_enabled():
-            step = self._step
-        else:
-            step = self._step_in_place
-            c = c.clone()
+        if kernels is not None or not torch.is_grad_enabled():
+            c = c.clone()  # the in-place steps update the cell state they are given
         # Steps are collected and concatenated once, and their inputs are cut by one split:
         # writing each step into a preallocated tensor, or slicing each step's rows out of
         # ``gates_in``, would make autograd fill and add a tensor of the whole layer's size
@@ -193,7 +192,7 @@ class ElmoLstm(nn.Module):
                 done_h.append(h[:, active[t] : n])
                 n = active[t]
                 c, h = c[:, :n], h[:, :n]
-            c, h = step(step_input, c, h, recurrent_weight, projection)
+            c, h = step(step_input, c, h)
             outputs.append(h)
         done_c.append(c)
         done_h.append(h)

@@ -9,9 +9,10 @@ from torch import nn
 
 from ..chars import PADDING_ID
 from .inference_precision import TokenEncoderKernels
+from .module_list import ModuleList
 from .options import ElmoOptions
 from .precision import matmul_dtype
-from .tensors import to_numpy
+from .tensors import conv_bias, to_numpy
 
 
 class Highway(nn.Module):
@@ -52,9 +53,9 @@ class TokenEncoder(nn.Module):
         self.activation = torch.relu if options.activation == "relu" else torch.tanh
         d_c = options.char_embedding_dim
         self.char_embedding = nn.Parameter(torch.zeros(262, d_c))
-        self.convolutions = nn.ModuleList(nn.Conv1d(d_c, count, width) for width, count in options.filters)
+        self.convolutions = ModuleList(nn.Conv1d(d_c, count, width) for width, count in options.filters)
         self.widest_filter = max(width for width, _ in options.filters)
-        self.highways = nn.ModuleList(Highway(options.n_filters) for _ in range(options.n_highway))
+        self.highways = ModuleList(Highway(options.n_filters) for _ in range(options.n_highway))
         self.projection = nn.Parameter(torch.zeros(options.n_filters, options.projection_dim))
         self.projection_bias = nn.Parameter(torch.zeros(options.projection_dim))
 
@@ -91,7 +92,7 @@ class TokenEncoder(nn.Module):
         table = self.char_embedding.to(dtype)  # cast 262 rows, not every window
         windows = F.embedding(F.pad(char_ids, (0, widest - 1), value=PADDING_ID), table).unfold(1, widest, 1)  # (U, W, d, widest)
         weight = torch.cat([F.pad(conv.weight, (0, widest - conv.weight.shape[2])) for conv in self.convolutions])
-        bias = torch.cat([conv.bias for conv in self.convolutions])
+        bias = torch.cat([conv_bias(conv) for conv in self.convolutions])
         out = torch.addmm(bias, windows.reshape(U * W, -1), weight.flatten(1).t()).view(U, W, -1)
         if clipped:
             last = torch.cat([torch.full((conv.weight.shape[0],), W - conv.weight.shape[2]) for conv in self.convolutions])
@@ -101,14 +102,14 @@ class TokenEncoder(nn.Module):
         return out.max(dim=1).values
 
     def _forward_low_precision(self, char_ids: torch.Tensor, kernels: TokenEncoderKernels) -> torch.Tensor:
-        if kernels.conv_weights is None:
+        char_cnn = kernels.char_cnn
+        if char_cnn is None:
             chars = F.embedding(char_ids, self.char_embedding).transpose(1, 2)
             pooled = [self.activation(conv(chars).amax(dim=2)) for conv in self.convolutions]
         else:
-            chars = F.embedding(char_ids, kernels.char_embedding).transpose(1, 2)
+            chars = F.embedding(char_ids, char_cnn.char_embedding).transpose(1, 2)
             pooled = [
-                self.activation(F.conv1d(chars, weight, bias).amax(dim=2))
-                for weight, bias in zip(kernels.conv_weights, kernels.conv_biases)
+                self.activation(F.conv1d(chars, weight, bias).amax(dim=2)) for weight, bias in zip(char_cnn.weights, char_cnn.biases)
             ]
         x = torch.cat(pooled, dim=1).float()
         for highway, matmul in zip(self.highways, kernels.highways):
@@ -123,7 +124,7 @@ class TokenEncoder(nn.Module):
             self.char_embedding[1:].copy_(embed)
             for i, conv in enumerate(self.convolutions):
                 conv.weight.copy_(torch.from_numpy(arrays[f"CNN/W_cnn_{i}"][0]).permute(2, 1, 0))
-                conv.bias.copy_(torch.from_numpy(arrays[f"CNN/b_cnn_{i}"]))
+                conv_bias(conv).copy_(torch.from_numpy(arrays[f"CNN/b_cnn_{i}"]))
             for k, highway in enumerate(self.highways):
                 group = f"CNN_high_{k}"
                 highway.weight.copy_(
@@ -140,7 +141,7 @@ class TokenEncoder(nn.Module):
         arrays = {"char_embed": to_numpy(self.char_embedding[1:])}
         for i, conv in enumerate(self.convolutions):
             arrays[f"CNN/W_cnn_{i}"] = to_numpy(conv.weight.permute(2, 1, 0).unsqueeze(0))
-            arrays[f"CNN/b_cnn_{i}"] = to_numpy(conv.bias)
+            arrays[f"CNN/b_cnn_{i}"] = to_numpy(conv_bias(conv))
         for k, highway in enumerate(self.highways):
             carry, transform = highway.weight.chunk(2, dim=1)
             carry_bias, transform_bias = highway.bias.chunk(2)
