@@ -3,7 +3,7 @@
 import json
 import os
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -54,6 +54,9 @@ class ElmoBiLM(nn.Module):
     AllenNLP and bilm-tf (docs/design.md §4).
     """
 
+    boundary_char_ids: torch.Tensor
+    """Character ids of ``<S>`` and ``</S>`` ``(2, C)``: a buffer, so it follows the model's device."""
+
     def __init__(
         self,
         options: ElmoOptions,
@@ -79,7 +82,7 @@ class ElmoBiLM(nn.Module):
     # ------------------------------------------------------------------ construction
 
     @classmethod
-    def from_arrays(cls, options: ElmoOptions, arrays: Dict[str, np.ndarray], **kwargs) -> "ElmoBiLM":
+    def from_arrays(cls, options: ElmoOptions, arrays: Dict[str, np.ndarray], **kwargs: Any) -> "ElmoBiLM":
         """Build from weights in the published HDF5 layout (dataset name → array)."""
         model = cls(options, **kwargs)
         model.token_encoder.load_arrays(arrays)
@@ -107,14 +110,14 @@ class ElmoBiLM(nn.Module):
         return model.to_precision(precision)
 
     @classmethod
-    def from_pretrained(cls, name_or_directory: PathLike, **kwargs) -> "ElmoBiLM":
+    def from_pretrained(cls, name_or_directory: PathLike, **kwargs: Any) -> "ElmoBiLM":
         """Load a published model by name ("small", "medium", "original", "original-5.5b"),
         downloading it once into the cache, or a directory with options.json + weights.hdf5."""
         options_path, weights_path = resolve_model(str(name_or_directory))
         return cls.from_files(options_path, weights_path, **kwargs)
 
     @classmethod
-    def from_bytes(cls, data: Dict[str, bytes], **kwargs) -> "ElmoBiLM":
+    def from_bytes(cls, data: Dict[str, bytes], **kwargs: Any) -> "ElmoBiLM":
         """Inverse of :meth:`to_bytes`."""
         try:
             options = ElmoOptions.from_dict(json.loads(data["options"]), source="<serialized options>")
@@ -145,7 +148,7 @@ class ElmoBiLM(nn.Module):
         """Forget the carried LSTM state (stateful mode): the next batch starts from zeros."""
         self._state = None
 
-    def _apply(self, fn, *args, **kwargs):
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], *args: Any, **kwargs: Any) -> "ElmoBiLM":
         self._state = None
         self._kernels = None
         return super()._apply(fn, *args, **kwargs)
@@ -206,7 +209,7 @@ class ElmoBiLM(nn.Module):
         self.token_cache.validate((self.precision if kernels is not None else "fp32", version))
         keys = [row.tobytes() for row in char_ids.to(torch.int16).cpu().numpy()]
         found, cached, missing = self.token_cache.lookup(keys)
-        if not found:
+        if cached is None:  # nothing found
             vectors = self.token_encoder(char_ids, encoder_kernels)
             self.token_cache.store(keys, vectors)
             return vectors
@@ -284,9 +287,9 @@ class ElmoBiLM(nn.Module):
     def embed_batch(self, sentences: Sequence[Sequence[str]]) -> Tuple[torch.Tensor, torch.Tensor]:
         """One batch of tokenised sentences → layers ``(L+1, B, T, 2P)`` and lengths ``(B,)``."""
         char_ids, token_index, lengths, _ = index_batch(sentences, self.options.max_characters_per_token)
-        lengths = torch.from_numpy(lengths)
-        layers = self(torch.from_numpy(char_ids), torch.from_numpy(token_index), lengths)
-        return layers, lengths
+        row_lengths = torch.from_numpy(lengths)
+        layers = self(torch.from_numpy(char_ids), torch.from_numpy(token_index), row_lengths)
+        return layers, row_lengths
 
     def embed_sentences(self, sentences: Sequence[Sequence[str]], batch_size: int = 64) -> List[np.ndarray]:
         """Every layer of every sentence: a list of float32 ``(L+1, n_i, 2P)`` arrays.
@@ -305,7 +308,7 @@ class ElmoBiLM(nn.Module):
             for start in range(0, len(order), batch_size):
                 rows = order[start : start + batch_size]
                 layers, lengths = self.embed_batch([sentences[i] for i in rows])
-                layers = layers.cpu().numpy()
+                arrays = layers.cpu().numpy()
                 for row, index in enumerate(rows):
-                    results[index] = np.ascontiguousarray(layers[:, row, : int(lengths[row])])
+                    results[index] = np.ascontiguousarray(arrays[:, row, : int(lengths[row])])
         return results  # type: ignore[return-value]
