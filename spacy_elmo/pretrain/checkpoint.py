@@ -135,7 +135,7 @@ def prune_checkpoints(output_dir: PathLike, keep: Sequence[Path]) -> List[Path]:
     Call it only once the newest of ``keep`` is complete: then a checkpoint survives any crash.
     """
     kept = {Path(path).resolve() for path in keep}
-    removed = []
+    removed: List[Path] = []
     output_dir = Path(output_dir)
     if not output_dir.is_dir():
         return removed
@@ -208,7 +208,10 @@ def sha256_of(path: Path) -> str:
 def rng_state() -> Dict[str, Any]:
     """The python, numpy and torch (CPU and CUDA) generator states, as checkpointable values."""
     version, mt_state, gauss = random.getstate()
-    name, keys, pos, has_gauss, cached = np.random.get_state()
+    numpy_state = np.random.get_state(legacy=True)
+    if not isinstance(numpy_state, tuple):  # a dict only for a bit generator other than MT19937
+        raise CheckpointError("numpy's global generator is not the MT19937 that np.random.seed sets; its state cannot be checkpointed.")
+    name, keys, pos, has_gauss, cached = numpy_state
     state: Dict[str, Any] = {
         "python": [version, list(mt_state), gauss],
         "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)},

@@ -8,7 +8,7 @@ Command-line overrides use spaCy's dotted form (``--training.max_steps 200``).
 import json
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, Union, get_args, get_origin, get_type_hints
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Type, Union, get_args, get_origin, get_type_hints
 
 from thinc.api import Config
 
@@ -293,7 +293,12 @@ def help_epilog() -> str:
     for name, cls in SECTIONS:
         lines.append(f"  [{name}]")
         for f in fields(cls):
-            default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+            if f.default is not MISSING:
+                default = f.default
+            elif f.default_factory is not MISSING:
+                default = f.default_factory()
+            else:
+                raise TypeError(f"[{name}] {f.name} has no default; declare it with _setting().")
             lines.append(f"    {f.name:<26} {f.metadata['help']} [{json.dumps(default)}]")
     return "\n".join(lines)
 
@@ -348,7 +353,7 @@ def _build_section(cls: Type, section: Dict[str, Any], name: str, source: str) -
     return cls(**kwargs)
 
 
-def _check(value: Any, annotation: Any, meta: Dict[str, Any], where: str, source: str) -> Any:
+def _check(value: Any, annotation: Any, meta: Mapping[str, Any], where: str, source: str) -> Any:
     optional = get_origin(annotation) is Union and type(None) in get_args(annotation)
     if value is None:
         if optional:

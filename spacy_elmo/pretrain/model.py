@@ -12,6 +12,7 @@ from torch import nn
 from ..bilm.model import ElmoBiLM
 from ..bilm.options import ElmoOptions
 from ..bilm.pretrained import resolve_files
+from ..bilm.tensors import conv_bias
 from ..errors import ElmoError
 from ..files import PathLike
 from .errors import PretrainConfigError
@@ -50,7 +51,7 @@ def initialize(bilm: ElmoBiLM) -> None:
             nn.init.uniform_(conv.weight, -0.05, 0.05)
         else:
             nn.init.normal_(conv.weight, 0.0, math.sqrt(1.0 / (width * options.char_embedding_dim)))
-        nn.init.zeros_(conv.bias)
+        nn.init.zeros_(conv_bias(conv))
     for highway in encoder.highways:
         nn.init.normal_(highway.weight, 0.0, math.sqrt(1.0 / n_filters))
         highway.bias[:n_filters].fill_(-2.0)

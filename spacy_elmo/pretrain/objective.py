@@ -18,7 +18,7 @@ vocabulary counts as a prediction of ``<UNK>``, and the share of such words amon
 
 import math
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Tuple
+from typing import Dict, Iterable, List, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -99,7 +99,11 @@ class AdaptiveSoftmax(nn.Module):
         return torch.cat(parts) if parts else hidden.new_zeros((0,))
 
 
-def build_softmax(kind: str, dim: int, n_classes: int, n_samples: int, cutoffs: List[int], div_value: float) -> nn.Module:
+Softmax = Union[SampledSoftmax, AdaptiveSoftmax]
+"""The shared output layer: ``loss`` for training, ``full_nll`` for perplexity."""
+
+
+def build_softmax(kind: str, dim: int, n_classes: int, n_samples: int, cutoffs: List[int], div_value: float) -> Softmax:
     """The shared output layer named by ``[training] softmax``."""
     if kind == "sampled":
         return SampledSoftmax(dim, n_classes, n_samples)
@@ -123,7 +127,7 @@ class BiLMObjective(nn.Module):
     the softmax, the loss and held-out perplexity are always float32.
     """
 
-    def __init__(self, bilm: ElmoBiLM, softmax: nn.Module, dropout: float, precision: str = "fp32") -> None:
+    def __init__(self, bilm: ElmoBiLM, softmax: Softmax, dropout: float, precision: str = "fp32") -> None:
         super().__init__()
         self.bilm = bilm
         self.softmax = softmax
