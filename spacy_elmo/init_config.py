@@ -24,7 +24,7 @@ import argparse
 import copy
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from spacy.util import registry
 from thinc.api import Config
@@ -151,7 +151,7 @@ def _check_no_elmo(config: Config, source: str) -> None:
             )
 
 
-def _walk(block: Dict[str, Any], path: Tuple[str, ...] = ()):
+def _walk(block: Dict[str, Any], path: Tuple[str, ...] = ()) -> Iterator[Tuple[Tuple[str, ...], Any]]:
     for key, value in block.items():
         if isinstance(value, dict):
             yield from _walk(value, path + (key,))

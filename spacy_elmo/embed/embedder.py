@@ -90,10 +90,10 @@ class ChunkEmbedder:
             for start in range(0, len(order), self.batch_size):
                 rows = order[start : start + self.batch_size]
                 layers, lengths = self.bilm.embed_batch([sequences[i] for i in rows])
-                layers = layers.float().cpu().numpy()
+                arrays = layers.float().cpu().numpy()
                 for row, sequence in enumerate(rows):
                     position = owners[sequence]
-                    done.setdefault(position, {})[sequence] = layers[:, row, : int(lengths[row])]
+                    done.setdefault(position, {})[sequence] = arrays[:, row, : int(lengths[row])]
                     if len(done[position]) == remaining[position]:
                         finished = done.pop(position)
                         parts = [finished[i] for i in sorted(finished)]

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from ..bilm.model import ElmoBiLM
 from ..files import PathLike, atomic_path
-from .corpus import CorpusScan, Shard, decode_line, make_tokenizer, scan_corpus, shard_lines
+from .corpus import CorpusScan, Shard, Tokenizer, decode_line, make_tokenizer, scan_corpus, shard_lines
 from .embedder import ChunkEmbedder, model_fingerprint
 from .errors import EmbedOutputError, EmbedSettingsError, EmbedWarning
 from .layout import OUTPUT_FORMATS, write_line, write_metadata, write_sentence_to_index
@@ -163,7 +163,7 @@ def _manifest(settings: EmbedSettings, tokenizer_name: str, scan: CorpusScan, bi
 Line = Tuple[int, str, List[str]]
 
 
-def _chunks(input_path: Path, settings: EmbedSettings, tokenize) -> Iterator[List[Line]]:
+def _chunks(input_path: Path, settings: EmbedSettings, tokenize: Tokenizer) -> Iterator[List[Line]]:
     chunk: List[Line] = []
     for index, raw in shard_lines(input_path, settings.shard):
         text = decode_line(raw, input_path, index, settings.encoding_errors)

@@ -7,7 +7,7 @@ consecutive windows otherwise (a sentence longer than the limit is windowed too)
 stays bounded for any document length.
 """
 
-from typing import Callable, List, Tuple
+from typing import Callable, List, Optional, Tuple
 
 from spacy.tokens import Doc
 from thinc.api import Model
@@ -45,7 +45,7 @@ def with_doc_pieces(bilm: Model, max_piece_length: int) -> Model[List[Doc], List
     )
 
 
-def _init(model: Model, X=None, Y=None) -> None:
+def _init(model: Model, X: Optional[List[Doc]] = None, Y: Optional[List[Floats3d]] = None) -> None:
     model.layers[0].initialize()
     _set_dims(model)
 

@@ -5,7 +5,10 @@ the hooks make ELMo vectors win in pipelines that do have them. Functions are mo
 so that docs holding them can be copied and pickled.
 """
 
+from typing import Union
+
 import numpy as np
+from spacy.lexeme import Lexeme
 from spacy.tokens import Doc, Span, Token
 
 
@@ -31,7 +34,7 @@ def doc_vector(doc: Doc) -> np.ndarray:
     return _mean(doc.tensor, doc.tensor.shape[-1])
 
 
-def similarity(this, other) -> float:
+def similarity(this: Union[Doc, Span, Token], other: Union[Doc, Span, Token, Lexeme]) -> float:
     """Cosine of the two vectors; 0.0 when either is all zeros (e.g. a whitespace token)."""
     a = np.asarray(this.vector, dtype=np.float32)
     b = np.asarray(other.vector, dtype=np.float32)
