@@ -7,9 +7,9 @@ is first standardised by one mean and variance over every token and dimension of
 as the upstream ``do_layer_norm`` (docs/design.md §6).
 """
 
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, Iterable, List, Optional, Tuple, cast
 
-from thinc.api import Model
+from thinc.api import Model, Ops
 from thinc.types import Floats1d, Floats2d, Floats3d
 
 LAYER_NORM_EPS = 1e-12
@@ -33,7 +33,7 @@ def ScalarMix(
     )
 
 
-def init(model: Model, X=None, Y=None) -> None:
+def init(model: Model, X: Optional[List[Floats3d]] = None, Y: Optional[List[Floats2d]] = None) -> None:
     if not model.has_dim("nL") and X:
         model.set_dim("nL", X[0].shape[0])
     if not model.has_param("weights"):
@@ -45,27 +45,29 @@ def init(model: Model, X=None, Y=None) -> None:
 
 def mix_coefficients(model: Model) -> Floats1d:
     """The current softmax weights (without γ), e.g. to report what a task learned."""
-    return model.ops.softmax(model.get_param("weights"))
+    return model.ops.softmax(cast(Floats1d, model.get_param("weights")))
 
 
-def _normalise(ops, layers: List[Floats3d]) -> Tuple[List[Floats3d], Callable[[List[Floats3d]], List[Floats3d]]]:
+def _normalise(ops: Ops, layers: List[Floats3d]) -> Tuple[List[Floats3d], Callable[[List[Floats3d]], List[Floats3d]]]:
     """Standardise each layer by its mean and variance over the whole batch; with the backward pass."""
-    xp = ops.xp
     count = sum(X.shape[1] * X.shape[2] for X in layers)
     if count == 0:
         return layers, lambda d_normed: d_normed
-    mean = sum(X.sum(axis=(1, 2)) for X in layers) / count
-    var = sum(((X - mean[:, None, None]) ** 2).sum(axis=(1, 2)) for X in layers) / count
-    inv_std = 1.0 / xp.sqrt(var + LAYER_NORM_EPS)
-    normed = [(X - mean[:, None, None]) * inv_std[:, None, None] for X in layers]
+    n_layers = layers[0].shape[0]
+
+    def per_layer_mean(arrays: Iterable[Floats3d]) -> Floats3d:
+        """``(L, 1, 1)``: the mean of each layer over every token and dimension of ``arrays``."""
+        total = sum((A.sum(axis=(1, 2), keepdims=False) for A in arrays), ops.alloc1f(n_layers))
+        return ops.reshape3f(total / count, n_layers, 1, 1)
+
+    mean = per_layer_mean(layers)
+    inv_std = 1.0 / ops.xp.sqrt(per_layer_mean((X - mean) ** 2 for X in layers) + LAYER_NORM_EPS)
+    normed = [(X - mean) * inv_std for X in layers]
 
     def backprop(d_normed: List[Floats3d]) -> List[Floats3d]:
-        d_mean = sum(d.sum(axis=(1, 2)) for d in d_normed) / count
-        d_dot = sum((d * N).sum(axis=(1, 2)) for d, N in zip(d_normed, normed)) / count
-        return [
-            inv_std[:, None, None] * (d - d_mean[:, None, None] - N * d_dot[:, None, None])
-            for d, N in zip(d_normed, normed)
-        ]
+        d_mean = per_layer_mean(d_normed)
+        d_dot = per_layer_mean(d * N for d, N in zip(d_normed, normed))
+        return [inv_std * (d - d_mean - N * d_dot) for d, N in zip(d_normed, normed)]
 
     return normed, backprop
 
@@ -75,13 +77,13 @@ def forward(model: Model, layers: List[Floats3d], is_train: bool) -> Tuple[List[
     backprop_norm = None
     if model.attrs.get("layer_norm"):
         layers, backprop_norm = _normalise(ops, layers)
-    weights, gamma = model.get_param("weights"), model.get_param("gamma")
+    weights, gamma = cast(Floats1d, model.get_param("weights")), cast(Floats1d, model.get_param("gamma"))
     s = ops.softmax(weights)
     scale = gamma[0]
     mixed = [ops.xp.tensordot(s, X, axes=1) for X in layers]
     outputs = [scale * m for m in mixed]
     rate = model.attrs["dropout_rate"] if is_train else 0.0
-    masks = [ops.get_dropout_mask(Y.shape, rate) if rate else None for Y in outputs]
+    masks = [ops.get_dropout_mask(Y.shape, rate) for Y in outputs] if rate else []
     if rate:
         outputs = [Y * mask for Y, mask in zip(outputs, masks)]
 
@@ -91,12 +93,13 @@ def forward(model: Model, layers: List[Floats3d], is_train: bool) -> Tuple[List[
         d_gamma = ops.alloc1f(1)
         d_s = ops.alloc1f(len(s))
         d_layers = []
+        scaled_s = ops.reshape3f(scale * s, len(s), 1, 1)
         for dY, X, m in zip(d_outputs, layers, mixed):
             d_gamma[0] += (dY * m).sum()
             d_s += ops.xp.tensordot(X, dY, axes=([1, 2], [0, 1]))
-            d_layers.append(scale * s[:, None, None] * dY[None])
+            d_layers.append(scaled_s * dY)
         d_s *= scale
-        d_weights = s * (d_s - (s * d_s).sum())
+        d_weights = s * (d_s - (s * d_s).sum(keepdims=False))
         if model.attrs["l2_penalty"]:
             d_weights += 2.0 * model.attrs["l2_penalty"] * weights
         model.inc_grad("weights", d_weights)
