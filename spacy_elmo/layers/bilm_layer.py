@@ -17,12 +17,12 @@ import hashlib
 import json
 import threading
 from contextlib import contextmanager
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, cast
 
 import srsly
 import torch
-from thinc.api import ArgsKwargs, Model, PyTorchGradScaler, PyTorchShim, get_torch_default_device, torch2xp
-from thinc.types import Floats3d
+from thinc.api import ArgsKwargs, Model, Optimizer, PyTorchGradScaler, PyTorchShim, get_torch_default_device, torch2xp
+from thinc.types import Floats3d, Floats4d
 
 from ..bilm.batching import batches_by_length
 from ..bilm.model import ElmoBiLM
@@ -63,6 +63,8 @@ class ElmoShim(PyTorchShim):
         self.config_path = ""
         """Where the settings live in the user's config (e.g. ``[components.elmo.model]``), set
         by the component that owns the layer, so that load errors name the line to fix."""
+        self.layer_cache: Optional[LayerCache] = None
+        """Layers computed by the frozen biLM, per token sequence (see :func:`layer_cache`)."""
 
     def setting(self, name: str) -> str:
         """How errors name one of the layer's settings."""
@@ -104,18 +106,20 @@ class ElmoShim(PyTorchShim):
         with torch.no_grad(), torch.autocast("cuda", enabled=self._mixed_precision):
             return bilm(*inputs.args, **inputs.kwargs)
 
-    def begin_update(self, inputs: ArgsKwargs):
+    def begin_update(self, inputs: ArgsKwargs) -> Tuple[torch.Tensor, Callable[[ArgsKwargs], ArgsKwargs]]:
         self.bilm.train()
         return super().begin_update(inputs)
 
-    def finish_update(self, optimizer) -> None:
+    def finish_update(self, optimizer: Optimizer) -> None:
         if self._model is not None:
             super().finish_update(optimizer)
             self._model.eval()
 
-    def use_params(self, params):
+    @contextmanager
+    def use_params(self, params: Dict[Any, Any]) -> Iterator[None]:
         self.load()
-        return super().use_params(params)
+        with super().use_params(params):
+            yield
 
     def to_device(self, device_type: str, device_id: int) -> None:
         if self._model is not None:
@@ -237,9 +241,17 @@ def init(model: Model, X: Optional[TokenSequences] = None, Y: Optional[Any] = No
     bilm_options(model)
 
 
+def elmo_shim(model: Model) -> ElmoShim:
+    """The :class:`ElmoShim` that holds the biLM of an :func:`ElmoBiLMLayer`."""
+    shim = model.shims[0] if model.shims else None
+    if not isinstance(shim, ElmoShim):
+        raise TypeError(f"Layer {model.name!r} is not an ElmoBiLMLayer: its first shim is a {type(shim).__name__}, not an ElmoShim.")
+    return shim
+
+
 def bilm_options(model: Model) -> ElmoOptions:
     """Options of the wrapped biLM (loading it if needed); also fills the layer's dims."""
-    options = model.shims[0].bilm.options
+    options = elmo_shim(model).bilm.options
     if not model.has_dim("nO"):
         model.set_dim("nO", options.output_dim)
         model.set_dim("nL", options.n_output_layers)
@@ -247,7 +259,7 @@ def bilm_options(model: Model) -> ElmoOptions:
 
 
 def forward(model: Model, sequences: TokenSequences, is_train: bool) -> Tuple[List[Floats3d], Backprop]:
-    with model.shims[0].lock:
+    with elmo_shim(model).lock:
         if model.attrs["frozen"]:
             return _frozen_forward(model, sequences, fill_cache=is_train), lambda d_outputs: []
         return _run(model, sequences, is_train)
@@ -255,11 +267,12 @@ def forward(model: Model, sequences: TokenSequences, is_train: bool) -> Tuple[Li
 
 def layer_cache(model: Model) -> LayerCache:
     """The frozen layer's cache of layers per token sequence (lives with the shim, never saved)."""
-    shim: ElmoShim = model.shims[0]
+    shim = elmo_shim(model)
     size = model.attrs["layer_cache_mb"] * 2**20
-    if getattr(shim, "layer_cache", None) is None or shim.layer_cache.max_bytes != size:
-        shim.layer_cache = LayerCache(size)
-    return shim.layer_cache
+    cache = shim.layer_cache
+    if cache is None or cache.max_bytes != size:
+        cache = shim.layer_cache = LayerCache(size)
+    return cache
 
 
 def _frozen_forward(model: Model, sequences: TokenSequences, fill_cache: bool = False) -> List[Floats3d]:
@@ -282,7 +295,7 @@ def _frozen_forward(model: Model, sequences: TokenSequences, fill_cache: bool = 
 
 
 def _run(model: Model, sequences: TokenSequences, is_train: bool) -> Tuple[List[Floats3d], Backprop]:
-    shim: ElmoShim = model.shims[0]
+    shim = elmo_shim(model)
     options = bilm_options(model)
     outputs: List[Optional[Floats3d]] = [None] * len(sequences)
     callbacks = []
@@ -303,7 +316,7 @@ def _run(model: Model, sequences: TokenSequences, is_train: bool) -> Tuple[List[
             callbacks.append((rows, layers, torch_backprop))
         else:
             layers = shim.predict(inputs)
-        array = torch2xp(layers.detach().float())
+        array = cast(Floats4d, torch2xp(layers.detach().float()))  # (L+1, B, T, 2P)
         for row, index in enumerate(rows):
             outputs[index] = array[:, row, : len(sequences[index])]
 

@@ -121,7 +121,7 @@ def ElmoListener_v1(
     layer_norm: standardise each layer over the batch before mixing (upstream ``do_layer_norm``).
     """
     listener = ElmoListener(upstream, grad_factor)
-    model = chain(listener, ScalarMix(l2_penalty=l2_penalty, dropout=dropout, layer_norm=layer_norm))
+    model: Model[List[Doc], List[Floats2d]] = chain(listener, ScalarMix(l2_penalty=l2_penalty, dropout=dropout, layer_norm=layer_norm))
     model.set_ref("listener", listener)
     return model
 
@@ -135,7 +135,7 @@ def ElmoTok2Vec_v1(
 ) -> Model[List[Doc], List[Floats2d]]:
     """ELMo concatenated with spaCy's own token embeddings (as in the paper), projected to
     ``width`` by a Maxout layer, then an optional contextual encoder."""
-    model = chain(concatenate(elmo, embed), with_array(Maxout(width, nP=3, normalize=True)))
+    model: Model[List[Doc], List[Floats2d]] = chain(concatenate(elmo, embed), with_array(Maxout(width, nP=3, normalize=True)))
     if encode is not None:
         model = chain(model, encode)
     model.set_dim("nO", width)

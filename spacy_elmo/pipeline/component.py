@@ -1,7 +1,7 @@
 """The ``elmo`` pipeline component: runs the biLM and stores its layers on each Doc."""
 
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import srsly
@@ -15,7 +15,7 @@ from thinc.types import Floats3d
 
 from ..errors import ElmoError, ElmoOptionsError, ElmoWeightsError
 from ..files import write_bytes_atomic, write_text_atomic
-from ..layers.bilm_layer import serialized_source
+from ..layers.bilm_layer import elmo_shim, serialized_source
 from .architectures import ELMO_BILM, default_model_config
 from .extensions import LAYERS_ATTR, install_extensions
 from .hooks import install_vector_hooks
@@ -94,7 +94,7 @@ class ElmoComponent(TrainablePipe):
         self.vocab = vocab
         self.model = model
         self.name = name
-        self.cfg = {
+        self.cfg: Dict[str, Any] = {
             "layer_weights": list(layer_weights) if layer_weights is not None else None,
             "gamma": float(gamma),
             "vector_hooks": vector_hooks,
@@ -104,7 +104,7 @@ class ElmoComponent(TrainablePipe):
         install_extensions()
         if not model.has_ref("bilm"):
             raise ElmoOptionsError(f"[components.{name}.model] must be a {ELMO_BILM} model, got {model.name!r}.")
-        model.get_ref("bilm").shims[0].config_path = f"[components.{name}.model]"
+        elmo_shim(model.get_ref("bilm")).config_path = f"[components.{name}.model]"
         self._set_frozen(frozen)
 
     def _set_frozen(self, frozen: bool) -> None:
@@ -132,7 +132,7 @@ class ElmoComponent(TrainablePipe):
             return True
         return False
 
-    def find_listeners(self, component) -> None:
+    def find_listeners(self, component: Any) -> None:
         """Register every ``ElmoListener`` in ``component``'s model that listens to us."""
         model = getattr(component, "model", None)
         if not isinstance(model, Model):
@@ -159,7 +159,9 @@ class ElmoComponent(TrainablePipe):
         return self.model.predict(docs)
 
     def set_annotations(self, docs: Iterable[Doc], layers: Sequence[Floats3d]) -> None:
-        mix = self.mix_weights(self.model.get_dim("nL")) if layers else None
+        if not layers:
+            return
+        mix = self.mix_weights(self.model.get_dim("nL"))
         for doc, doc_layers in zip(docs, layers):
             doc_layers = self.model.ops.to_numpy(doc_layers).astype(np.float32, copy=False)
             doc._.elmo_layers = doc_layers
@@ -215,7 +217,7 @@ class ElmoComponent(TrainablePipe):
                 return []
             for total, d in zip(d_outputs, one_d_outputs):
                 total += d
-                losses[self.name] += float((d**2).sum())
+                losses[self.name] += float((d**2).sum(axis=None, keepdims=False))
             return []
 
         def backprop_once(one_d_outputs: List[Floats3d]) -> List[Doc]:
@@ -236,7 +238,7 @@ class ElmoComponent(TrainablePipe):
         if not self.cfg["frozen"]:
             self.model.finish_update(sgd)
 
-    def get_loss(self, examples, scores):
+    def get_loss(self, examples: Iterable[Example], scores: Any) -> Tuple[float, None]:
         return 0.0, None
 
     def add_label(self, label: str) -> int:
