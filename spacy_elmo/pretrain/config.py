@@ -8,7 +8,7 @@ Command-line overrides use spaCy's dotted form (``--training.max_steps 200``).
 import json
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Type, Union, get_args, get_origin, get_type_hints
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Type, Union, get_args, get_origin, get_type_hints
 
 from thinc.api import Config
 
@@ -201,17 +201,7 @@ def load_config(path: PathLike, overrides: Optional[Dict[str, Any]] = None) -> P
 
 def validate(data: Dict[str, Any], source: str) -> PretrainConfig:
     """Typed sections from a parsed config dictionary; ``source`` names it in errors."""
-    known_top = {name.split(".")[0] for name, _ in SECTIONS}
-    for name in data:
-        if name not in known_top:
-            raise PretrainConfigError(
-                f"{source}: unknown section [{name}]. Known sections: "
-                f"{', '.join('[' + s + ']' for s, _ in SECTIONS)}."
-            )
-    model_section = data.get("model") or {}
-    for name in model_section:
-        if name not in ("lstm", "char_cnn"):
-            raise PretrainConfigError(f"{source}: unknown section [model.{name}]; use [model.lstm] and [model.char_cnn].")
+    _check_section_names(data, source)
     values: Dict[str, Any] = {}
     resolved: Dict[str, Any] = {}
     for name, cls in SECTIONS:
@@ -219,44 +209,20 @@ def validate(data: Dict[str, Any], source: str) -> PretrainConfig:
         if not isinstance(section, dict):
             raise PretrainConfigError(f"{source}: [{name}] must be a section of key = value lines.")
         values[name] = _build_section(cls, section, name, source)
-        resolved_section = {f.name: getattr(values[name], f.name) for f in fields(cls)}
-        if "." in name:
-            resolved.setdefault(name.split(".")[0], {})[name.split(".")[1]] = resolved_section
-        else:
-            resolved[name] = resolved_section
+        top, _, sub = name.partition(".")
+        target = resolved.setdefault(top, {}) if sub else resolved
+        target[sub or top] = {f.name: getattr(values[name], f.name) for f in fields(cls)}
+    for check in CROSS_CHECKS:
+        problem = check(values["data"], values["training"])
+        if problem:
+            raise PretrainConfigError(f"{source}: {problem}")
     training: TrainingConfig = values["training"]
-    data_cfg: DataConfig = values["data"]
-    if data_cfg.max_tokens is not None and data_cfg.max_tokens < data_cfg.min_tokens:
-        raise PretrainConfigError(
-            f"{source}: [data] max_tokens ({data_cfg.max_tokens}) is below min_tokens ({data_cfg.min_tokens}); "
-            f"no sentence could pass both."
-        )
-    if training.batch_tokens < data_cfg.max_sentence_length + 2:
-        raise PretrainConfigError(
-            f"{source}: [training] batch_tokens ({training.batch_tokens}) must hold one sentence of "
-            f"[data] max_sentence_length ({data_cfg.max_sentence_length}) plus <S> and </S>: raise "
-            f"batch_tokens to at least {data_cfg.max_sentence_length + 2} or lower max_sentence_length."
-        )
-    if training.dropout >= 1:
-        raise PretrainConfigError(f"{source}: [training] dropout must be in [0, 1), got {training.dropout}.")
-    if not any(v is not None for v in (training.max_steps, training.max_tokens, training.max_minutes, training.max_epochs)):
-        raise PretrainConfigError(
-            f"{source}: [training] sets no budget, so training would never stop. Set at least one of "
-            f"max_steps, max_tokens, max_minutes or max_epochs (e.g. --training.max_steps 10000)."
-        )
-    if any(not isinstance(c, int) or isinstance(c, bool) or c < 1 for c in training.adaptive_cutoffs) or sorted(
-        set(training.adaptive_cutoffs)
-    ) != list(training.adaptive_cutoffs) or not training.adaptive_cutoffs:
-        raise PretrainConfigError(
-            f"{source}: [training] adaptive_cutoffs must be a non-empty increasing list of positive integers, "
-            f"got {training.adaptive_cutoffs!r}."
-        )
     model = None
     if training.init_from is None:
         model = _model_options(values["model.lstm"], values["model.char_cnn"], source)
     return PretrainConfig(
         paths=values["paths"],
-        data=data_cfg,
+        data=values["data"],
         vocab=values["vocab"],
         training=training,
         model=model,
@@ -265,26 +231,64 @@ def validate(data: Dict[str, Any], source: str) -> PretrainConfig:
     )
 
 
-def options_dict(lstm: LstmConfig, cnn: CharCnnConfig) -> Dict[str, Any]:
-    """The options.json dictionary (published schema) of the [model] sections."""
-    return {
-        "lstm": {
-            "dim": lstm.dim,
-            "projection_dim": lstm.projection_dim,
-            "n_layers": lstm.n_layers,
-            "cell_clip": lstm.cell_clip,
-            "proj_clip": lstm.proj_clip,
-            "use_skip_connections": lstm.use_skip_connections,
-        },
-        "char_cnn": {
-            "embedding": {"dim": cnn.embedding_dim},
-            "filters": cnn.filters,
-            "n_highway": cnn.n_highway,
-            "activation": cnn.activation,
-            "max_characters_per_token": cnn.max_characters_per_token,
-            "n_characters": 262,
-        },
-    }
+def _check_section_names(data: Dict[str, Any], source: str) -> None:
+    known_top = {name.split(".")[0] for name, _ in SECTIONS}
+    for name in data:
+        if name not in known_top:
+            raise PretrainConfigError(
+                f"{source}: unknown section [{name}]. Known sections: "
+                f"{', '.join('[' + s + ']' for s, _ in SECTIONS)}."
+            )
+    for name in data.get("model") or {}:
+        if name not in ("lstm", "char_cnn"):
+            raise PretrainConfigError(f"{source}: unknown section [model.{name}]; use [model.lstm] and [model.char_cnn].")
+
+
+def _token_bounds(data: DataConfig, training: TrainingConfig) -> Optional[str]:
+    if data.max_tokens is not None and data.max_tokens < data.min_tokens:
+        return f"[data] max_tokens ({data.max_tokens}) is below min_tokens ({data.min_tokens}); no sentence could pass both."
+    return None
+
+
+def _batch_holds_a_sentence(data: DataConfig, training: TrainingConfig) -> Optional[str]:
+    needed = data.max_sentence_length + 2
+    if training.batch_tokens < needed:
+        return (
+            f"[training] batch_tokens ({training.batch_tokens}) must hold one sentence of [data] max_sentence_length "
+            f"({data.max_sentence_length}) plus <S> and </S>: raise batch_tokens to at least {needed} or lower "
+            f"max_sentence_length."
+        )
+    return None
+
+
+def _dropout_below_one(data: DataConfig, training: TrainingConfig) -> Optional[str]:
+    return f"[training] dropout must be in [0, 1), got {training.dropout}." if training.dropout >= 1 else None
+
+
+def _has_budget(data: DataConfig, training: TrainingConfig) -> Optional[str]:
+    if all(v is None for v in (training.max_steps, training.max_tokens, training.max_minutes, training.max_epochs)):
+        return (
+            "[training] sets no budget, so training would never stop. Set at least one of max_steps, max_tokens, "
+            "max_minutes or max_epochs (e.g. --training.max_steps 10000)."
+        )
+    return None
+
+
+def _increasing_cutoffs(data: DataConfig, training: TrainingConfig) -> Optional[str]:
+    cutoffs = list(training.adaptive_cutoffs)
+    if not cutoffs or any(c < 1 for c in cutoffs) or sorted(set(cutoffs)) != cutoffs:
+        return f"[training] adaptive_cutoffs must be a non-empty increasing list of positive integers, got {cutoffs!r}."
+    return None
+
+
+CROSS_CHECKS: Tuple[Callable[[DataConfig, TrainingConfig], Optional[str]], ...] = (
+    _token_bounds,
+    _batch_holds_a_sentence,
+    _dropout_below_one,
+    _has_budget,
+    _increasing_cutoffs,
+)
+"""Checks that involve more than one setting; each returns what is wrong, or None."""
 
 
 def help_epilog() -> str:
@@ -304,8 +308,23 @@ def help_epilog() -> str:
 
 
 def _model_options(lstm: LstmConfig, cnn: CharCnnConfig, source: str) -> ElmoOptions:
+    """The [model] sections as validated options (ElmoOptions.from_dict checks them as it
+    checks an options.json)."""
+    unchecked = ElmoOptions(
+        lstm_dim=lstm.dim,
+        projection_dim=lstm.projection_dim,
+        n_layers=lstm.n_layers,
+        cell_clip=lstm.cell_clip,
+        proj_clip=lstm.proj_clip,
+        use_skip_connections=lstm.use_skip_connections,
+        char_embedding_dim=cnn.embedding_dim,
+        filters=tuple(tuple(f) for f in cnn.filters),  # type: ignore[misc]  # pairs: from_dict checks
+        n_highway=cnn.n_highway,
+        activation=cnn.activation,
+        max_characters_per_token=cnn.max_characters_per_token,
+    )
     try:
-        return ElmoOptions.from_dict(options_dict(lstm, cnn), source=f"{source} [model]")
+        return ElmoOptions.from_dict(unchecked.to_dict(), source=f"{source} [model]")
     except ElmoOptionsError as err:
         raise PretrainConfigError(str(err)) from None
 
@@ -353,6 +372,24 @@ def _build_section(cls: Type, section: Dict[str, Any], name: str, source: str) -
     return cls(**kwargs)
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+TYPE_CHECKS: Dict[Any, Tuple[Callable[[Any], bool], str]] = {
+    bool: (lambda v: isinstance(v, bool), "true or false"),
+    int: (_is_int, "an integer"),
+    float: (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number"),
+    str: (lambda v: isinstance(v, str), "a string"),
+    List[int]: (lambda v: isinstance(v, list) and all(map(_is_int, v)), "a list of integers"),
+    List[List[int]]: (
+        lambda v: isinstance(v, list) and all(isinstance(pair, list) and all(map(_is_int, pair)) for pair in v),
+        "a list of [width, count] integer pairs",
+    ),
+}
+"""Every type a setting is declared with: how a value is checked and how the type is named in errors."""
+
+
 def _check(value: Any, annotation: Any, meta: Mapping[str, Any], where: str, source: str) -> Any:
     optional = get_origin(annotation) is Union and type(None) in get_args(annotation)
     if value is None:
@@ -360,34 +397,15 @@ def _check(value: Any, annotation: Any, meta: Mapping[str, Any], where: str, sou
             return None
         raise PretrainConfigError(f"{source}: {where} must be set, got null.")
     kind = next(a for a in get_args(annotation) if a is not type(None)) if optional else annotation
-    if kind is bool:
-        ok = isinstance(value, bool)
-    elif kind is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif kind is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        value = float(value) if ok else value
-    elif kind is str:
-        ok = isinstance(value, str)
-    elif kind == List[int]:
-        ok = isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
-    else:
-        ok = isinstance(value, list) and all(
-            isinstance(v, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in v) for v in value
-        )
-    if not ok:
-        raise PretrainConfigError(f"{source}: {where} must be {_describe(kind, optional)}, got {value!r}.")
+    is_valid, described = TYPE_CHECKS[kind]
+    if not is_valid(value):
+        raise PretrainConfigError(f"{source}: {where} must be {described}{' or null' if optional else ''}, got {value!r}.")
+    value = float(value) if kind is float else value
     if meta.get("choices") and value not in meta["choices"]:
         raise PretrainConfigError(f"{source}: {where} must be one of {list(meta['choices'])}, got {value!r}.")
     if meta.get("minimum") is not None and value < meta["minimum"]:
         raise PretrainConfigError(f"{source}: {where} must be >= {meta['minimum']}, got {value!r}.")
     return value
-
-
-def _describe(kind: Any, optional: bool) -> str:
-    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string", List[int]: "a list of integers"}
-    text = names.get(kind, "a list of [width, count] integer pairs")
-    return text + (" or null" if optional else "")
 
 
 def _parse_value(text: str) -> Any:
