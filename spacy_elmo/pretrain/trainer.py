@@ -167,57 +167,31 @@ class Trainer:
         # Setup messages are plain lines; the bar starts with the training loop (and never outlives a failed setup).
         self.bar = ProgressBar(self.training, enabled=False)
         self.show_progress = progress and context.is_main
-        self._set_threads(threads)
-        if not config.paths.train:
-            raise PretrainConfigError(f"{config.source}: [paths] train is not set. Pass --paths.train FILE_OR_GLOB.")
-        self.train_files = resolve_files(config.paths.train, "paths.train")
-        self.dev_files = resolve_files(config.paths.dev, "paths.dev")
-        self.test_files = resolve_files(config.paths.test, "paths.test")
-        self._prepare_output_dir()
-        seed = self.training.seed
-        random.seed(seed)
-        np.random.seed(seed)
-        torch.manual_seed(seed)
-
-        self.reader = SentenceReader(config.data, warn=self.say)
-        self.vocab = self._vocabulary()
-
-        if self.training.init_from:
-            bilm = load_for_fine_tuning(self.training.init_from, self.training.dropout)
-            self.say(f"fine-tuning from {self.training.init_from} (its options.json replaces [model])")
-        else:
-            assert config.model is not None
-            bilm = build_bilm(config.model, self.training.dropout)
-        self.options: ElmoOptions = bilm.options
-        softmax = build_softmax(
-            self.training.softmax,
-            self.options.projection_dim,
-            len(self.vocab),
-            self.training.n_samples,
-            self.training.adaptive_cutoffs,
-            self.training.adaptive_div_value,
-        )
-        self.objective = BiLMObjective(bilm, softmax, self.training.dropout, self.training.precision).to(context.device)
-        broadcast_module(context, self.objective)
-        self.optimizer = build_optimizer(self.objective, self.training)
         self.trainable: Optional[List[str]] = None
         self._last_lr: Optional[float] = None
         self._last_dev: Optional[tuple] = None
+        self._set_threads(threads)
+        self._find_text_files()
+        self._prepare_output_dir()
+        # The order below fixes what every seeded generator draws: keep it.
+        _seed_everything(self.training.seed)
+        self.reader = SentenceReader(config.data, warn=self.say)
+        self.vocab = self._vocabulary()
+        self.objective = self._build_objective()
+        self.options: ElmoOptions = self.objective.bilm.options
+        self.optimizer = build_optimizer(self.objective, self.training)
         # Each process draws its own dropout masks and softmax samples.
-        process_seed = seed + 1_000_003 * (context.rank + 1)
-        random.seed(process_seed)
-        np.random.seed(process_seed % 2**32)
-        torch.manual_seed(process_seed)
+        _seed_everything(self.training.seed + 1_000_003 * (context.rank + 1))
         if resume:
             self._restore()
-
-        self.stream = BatchStream(self.train_files, self.reader, self.training.batch_tokens, seed)
+        self.stream = BatchStream(self.train_files, self.reader, self.training.batch_tokens, self.training.seed)
         self.dev_batches = self._eval_batches(self.dev_files)
         self.test_batches = self._eval_batches(self.test_files)
         self.say(
-            f"biLM {sum(p.numel() for p in bilm.parameters()):,} parameters, softmax "
-            f"{sum(p.numel() for p in softmax.parameters()):,} ({self.training.softmax}), vocab {len(self.vocab):,}, "
-            f"device {context.device}, processes {context.world_size}, threads {torch.get_num_threads()}"
+            f"biLM {sum(p.numel() for p in self.objective.bilm.parameters()):,} parameters, softmax "
+            f"{sum(p.numel() for p in self.objective.softmax.parameters()):,} ({self.training.softmax}), "
+            f"vocab {len(self.vocab):,}, device {context.device}, processes {context.world_size}, "
+            f"threads {torch.get_num_threads()}"
         )
 
     # ------------------------------------------------------------------ setup
@@ -225,6 +199,36 @@ class Trainer:
     def say(self, message: str) -> None:
         if self.context.is_main:
             self.bar.write(message)
+
+    def _find_text_files(self) -> None:
+        paths = self.config.paths
+        if not paths.train:
+            raise PretrainConfigError(f"{self.config.source}: [paths] train is not set. Pass --paths.train FILE_OR_GLOB.")
+        self.train_files = resolve_files(paths.train, "paths.train")
+        self.dev_files = resolve_files(paths.dev, "paths.dev")
+        self.test_files = resolve_files(paths.test, "paths.test")
+
+    def _build_objective(self) -> BiLMObjective:
+        """The biLM (fresh, or ``init_from`` to fine-tune) and a fresh softmax, on this process's
+        device with the main process's initial weights."""
+        training = self.training
+        if training.init_from:
+            bilm = load_for_fine_tuning(training.init_from, training.dropout)
+            self.say(f"fine-tuning from {training.init_from} (its options.json replaces [model])")
+        else:
+            assert self.config.model is not None
+            bilm = build_bilm(self.config.model, training.dropout)
+        softmax = build_softmax(
+            training.softmax,
+            bilm.options.projection_dim,
+            len(self.vocab),
+            training.n_samples,
+            training.adaptive_cutoffs,
+            training.adaptive_div_value,
+        )
+        objective = BiLMObjective(bilm, softmax, training.dropout, training.precision).to(self.context.device)
+        broadcast_module(self.context, objective)
+        return objective
 
     def _set_threads(self, threads: Optional[int]) -> None:
         if threads is None and self.context.enabled and self.context.device.type == "cpu":
@@ -691,6 +695,13 @@ class Trainer:
         )
         barrier(self.context)
         return PretrainResult(self.output_dir, self.objective, self.vocab, metrics)
+
+
+def _seed_everything(seed: int) -> None:
+    """Seed python's, numpy's and torch's global generators."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
 
 
 def _describe_files(files: List[List[Any]]) -> str:
