@@ -27,7 +27,7 @@ NER_SPLITS = ("dev", "test")
 TEXTCAT_TASKS = {"sst5": "SST-5", "sst2": "SST-2"}
 ELMO_PIPELINES = {"ner-elmo": "NER (CoNLL-2003)", "sst5-elmo": "SST-5", "sst2-elmo": "SST-2"}
 STEPS = [
-    "slice", "convert", "pretrain", "select-bilm",
+    "convert", "pretrain", "select-bilm",
     "train-ner-baseline", "train-ner-elmo", "evaluate-ner",
     "train-textcat-baseline", "train-textcat-elmo", "evaluate-textcat", "speed",
 ]
@@ -105,10 +105,12 @@ def training_settings(training_dir: Path) -> List[List[str]]:
     return rows
 
 
-def lock_commands(prefix: str) -> List[Tuple[str, List[str]]]:
-    """(command name, script lines) of the project steps recorded in project.lock, in workflow order."""
+def lock_commands(smoke: bool) -> List[Tuple[str, List[str]]]:
+    """(command name, script lines) of the project steps recorded in project.lock, in workflow
+    order: the last run of each (the smoke run runs the same steps on its slice)."""
     lock = srsly.read_yaml("project.lock") if Path("project.lock").is_file() else {}
-    return [(prefix + step, lock[prefix + step]["script"]) for step in STEPS if prefix + step in lock]
+    steps = (["smoke-slice"] if smoke else []) + STEPS
+    return [(step, lock[step]["script"]) for step in steps if step in lock]
 
 
 def pretrain_summary(metrics: Dict[str, Any]) -> str:
@@ -216,7 +218,7 @@ def speed_section(speed: Dict[str, Any]) -> List[str]:
     return lines + table(["pipeline", "words/s", "95% CI", "docs/batch"], rows, "lrrr")
 
 
-def provenance_section(training_dir: Path, prefix: str) -> List[str]:
+def provenance_section(training_dir: Path, smoke: bool) -> List[str]:
     """What is needed to reproduce the numbers: the biLM, seeds, step limits, commands, versions."""
     lines = ["### How these numbers were made", ""]
     source = read_json(training_dir / "bilm-selected" / "source.json")
@@ -228,7 +230,7 @@ def provenance_section(training_dir: Path, prefix: str) -> List[str]:
     settings = training_settings(training_dir)
     if settings:
         lines += ["", *table(["pipeline", "seed", "max_steps", "biLM weights"], settings, "lrrl")]
-    commands = lock_commands(prefix)
+    commands = lock_commands(smoke)
     if commands:
         lines += ["", "<details><summary>Commands, as recorded in <code>project.lock</code></summary>", "", "```"]
         for name, script in commands:
@@ -292,10 +294,11 @@ def plot_mix(mixes: Dict[str, Tuple[List[float], float]], path: Path) -> None:
 def main(
     metrics_dir: Path = typer.Argument(..., help="Where the evaluate and speed steps wrote their JSON"),
     training_dir: Path = typer.Argument(..., help="Where the trained pipelines are"),
-    smoke: bool = typer.Option(False, "--smoke", help="Summarise the smoke run (its commands are named smoke-*)"),
+    run: str = typer.Option("full", "--run", help="'smoke' marks the summary as a smoke run (vars.smoke_vars in project.yml)"),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="The project's data directory, written as $DATA in the summary"),
 ) -> None:
     """Write comparison.md, scores.png and mix_weights.png to ``metrics_dir``."""
+    smoke = run == "smoke"
     try:
         import matplotlib
 
@@ -325,7 +328,7 @@ def main(
         lines += [""] + mix_section(mixes)
     if speed:
         lines += [""] + speed_section(speed)
-    lines += [""] + provenance_section(training_dir, "smoke-" if smoke else "")
+    lines += [""] + provenance_section(training_dir, smoke)
     plots = [metrics_dir / "scores.png"]
     plot_scores(scores, metrics_dir, plots[0])
     if mixes:

@@ -44,7 +44,7 @@ def main(
             msg.fail(
                 f"bilm = {PRETRAINED}, but {pretrained_dir} has no {OPTIONS_FILE} + {WEIGHTS_FILE}",
                 "Run the pretraining step first (`python -m spacy project run pretrain .`, or "
-                "`smoke-pretrain` for the smoke run), or choose another biLM with --vars.bilm "
+                "the smoke workflow for the smoke run), or choose another biLM with --vars.bilm "
                 "(a published name such as small, or a model directory).",
                 exits=1,
             )
