@@ -112,12 +112,11 @@ def build_softmax(kind: str, dim: int, n_classes: int, n_samples: int, cutoffs: 
 
 @dataclass
 class LossOutput:
-    """The batch loss to optimise and its two halves (each a mean over ``n_predictions``)."""
+    """The batch loss to optimise and its two halves (each a mean over its direction's predictions)."""
 
     loss: torch.Tensor
     loss_forward: torch.Tensor
     loss_backward: torch.Tensor
-    n_predictions: int
 
 
 class BiLMObjective(nn.Module):
@@ -152,7 +151,7 @@ class BiLMObjective(nn.Module):
         nll = self.softmax.loss(torch.cat([h_f, h_b]), torch.cat([y_f, y_b]))
         n = y_f.shape[0]
         loss_forward, loss_backward = nll[:n].mean(), nll[n:].mean()
-        return LossOutput((loss_forward + loss_backward) / 2, loss_forward, loss_backward, n)
+        return LossOutput((loss_forward + loss_backward) / 2, loss_forward, loss_backward)
 
     @torch.no_grad()
     def evaluation_sums(self, batches: Iterable[LmBatch]) -> torch.Tensor:
