@@ -3,7 +3,8 @@
 Only the text between ``<!-- project-results:start -->`` and ``<!-- project-results:end -->``
 is replaced, so the rest of the README stays hand-written. With ``--output`` the result is
 written to another file and the README is left alone (the smoke workflow uses this to test
-the step without touching the committed README).
+the step without touching the committed README). The file is replaced atomically: a crash
+never leaves half a README.
 """
 
 from pathlib import Path
@@ -11,6 +12,8 @@ from typing import Optional
 
 import typer
 from wasabi import msg
+
+from spacy_elmo.files import write_text_atomic
 
 START = "<!-- project-results:start -->"
 END = "<!-- project-results:end -->"
@@ -41,7 +44,7 @@ def main(
         )
     target = output or readme
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(updated, encoding="utf-8")
+    write_text_atomic(target, updated)
     msg.good(f"Results from {results} written into {target}")
 
 
