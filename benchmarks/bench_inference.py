@@ -217,9 +217,19 @@ def measure_rss_child(args: argparse.Namespace) -> None:
 def measure_rss(impl: Impl, arch: str, args: argparse.Namespace) -> Dict[str, int]:
     """Loaded and peak RSS (KiB) of ``impl`` in a fresh subprocess."""
     command = [
-        sys.executable, str(Path(__file__).resolve()), "--_measure-rss", impl.key, arch,
-        "--shared", str(args.shared), "--sentences", str(args.sentences),
-        "--batch-size", str(args.batch_size), "--threads", str(args.threads),
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--_measure-rss",
+        impl.key,
+        arch,
+        "--shared",
+        str(args.shared),
+        "--sentences",
+        str(args.sentences),
+        "--batch-size",
+        str(args.batch_size),
+        "--threads",
+        str(args.threads),
     ]
     result = subprocess.run(command, capture_output=True, text=True, check=True)
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -254,9 +264,7 @@ def max_abs_diff(ours: Sequence[np.ndarray], reference: Sequence[np.ndarray]) ->
 
 def all_close(ours: Sequence[np.ndarray], reference: Sequence[np.ndarray]) -> bool:
     """``numpy.allclose(ours, reference, atol=1e-5, rtol=1e-4)`` for every sentence."""
-    return all(
-        a.shape == b.shape and np.allclose(a, b, atol=ATOL, rtol=RTOL) for a, b in zip(ours, reference)
-    )
+    return all(a.shape == b.shape and np.allclose(a, b, atol=ATOL, rtol=RTOL) for a, b in zip(ours, reference))
 
 
 # ---------------------------------------------------------------------------- report
@@ -335,10 +343,7 @@ def print_arch(
     )
     print(f"- `embed_sentences`, warm token cache vs none: max |Δ| = {max_abs_diff(outputs['bilm-cache'], ours):.2e}")
     print(f"- `nlp.pipe` `doc._.elmo_layers` vs `embed_sentences`: max |Δ| = {max_abs_diff(outputs['pipe'], ours):.2e}")
-    print(
-        f"- `nlp.pipe`, warm token cache vs `embed_sentences`: "
-        f"max |Δ| = {max_abs_diff(outputs['pipe-cache'], ours):.2e}\n"
-    )
+    print(f"- `nlp.pipe`, warm token cache vs `embed_sentences`: max |Δ| = {max_abs_diff(outputs['pipe-cache'], ours):.2e}\n")
 
 
 # ---------------------------------------------------------------------------- main

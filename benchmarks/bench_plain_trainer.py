@@ -67,7 +67,9 @@ class PlainBiLM(nn.Module):
         self.backward_lstms = nn.ModuleList(nn.LSTM(P, H, proj_size=P, batch_first=True) for _ in range(options.n_layers))
         self.softmax = nn.AdaptiveLogSoftmaxWithLoss(P, n_words, cutoffs, div_value=div_value)
         self.dropout = dropout
-        self.register_buffer("boundaries", torch.from_numpy(encode_tokens([BOS_TOKEN, EOS_TOKEN], options.max_characters_per_token)))
+        self.register_buffer(
+            "boundaries", torch.from_numpy(encode_tokens([BOS_TOKEN, EOS_TOKEN], options.max_characters_per_token))
+        )
 
     def token_vectors(self, chars: torch.Tensor) -> torch.Tensor:
         B, S, C = chars.shape
@@ -132,15 +134,29 @@ class Row:
         self.warm = False
 
 
-def build_rows(arch: str, precisions: List[str], plain_precisions: List[str], data: Dict[str, Path], shared: Path, vocab: Vocab) -> List[Row]:
-    overrides = {"paths.train": str(data["train"]), "data.format": "sentences", "vocab.path": str(data["vocab"]), **arch_overrides(arch, shared)}
+def build_rows(
+    arch: str, precisions: List[str], plain_precisions: List[str], data: Dict[str, Path], shared: Path, vocab: Vocab
+) -> List[Row]:
+    overrides = {
+        "paths.train": str(data["train"]),
+        "data.format": "sentences",
+        "vocab.path": str(data["vocab"]),
+        **arch_overrides(arch, shared),
+    }
     config = load_config(REPO / "configs" / "pretrain_small.cfg", overrides)
     training, options = config.training, config.model
     assert options is not None
     rows = []
     for precision in precisions:
         torch.manual_seed(0)
-        softmax = build_softmax(training.softmax, options.projection_dim, len(vocab), training.n_samples, training.adaptive_cutoffs, training.adaptive_div_value)
+        softmax = build_softmax(
+            training.softmax,
+            options.projection_dim,
+            len(vocab),
+            training.n_samples,
+            training.adaptive_cutoffs,
+            training.adaptive_div_value,
+        )
         objective = BiLMObjective(build_bilm(options, training.dropout), softmax, training.dropout, precision).train()
         optimizer = build_optimizer(objective, training)
 
@@ -203,8 +219,12 @@ def run_turn(row: Row, seconds: float, pool: List[List[List[str]]], source: Iter
 
 def commit() -> str:
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True, text=True
+        ).stdout.strip()
         return head + (" + uncommitted changes" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -212,7 +232,9 @@ def commit() -> str:
 
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--archs", default="small-cfg,published-small", help="small-cfg (configs/pretrain_small.cfg) and/or published-small")
+    parser.add_argument(
+        "--archs", default="small-cfg,published-small", help="small-cfg (configs/pretrain_small.cfg) and/or published-small"
+    )
     parser.add_argument("--precisions", default="fp32,bf16", help="our trainer's precisions")
     parser.add_argument("--plain-precisions", default="fp32", help="the plain trainer's precisions (fp32, bf16)")
     parser.add_argument("--seconds", type=float, default=60.0, help="training time per row, all rounds together")
@@ -244,7 +266,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     print(f"# Pretraining throughput: ours against a plain PyTorch trainer ({datetime.date.today()})\n")
     print(f"- machine: {cpu}, {os.cpu_count()} cores; torch {torch.__version__}; {args.threads} thread(s); commit {commit()}")
     print(f"- load average (other processes included) before/after: {load_before:.1f}/{os.getloadavg()[0]:.1f}")
-    print(f"- about {args.seconds:.0f} s of training per row in {args.rounds} turns; batches of 4,096 token slots; vocabulary {VOCAB_SIZE:,}; adaptive softmax")
+    print(
+        f"- about {args.seconds:.0f} s of training per row in {args.rounds} turns; batches of 4,096 token slots; vocabulary {VOCAB_SIZE:,}; adaptive softmax"
+    )
     print(f"- command: python benchmarks/bench_plain_trainer.py {' '.join(argv if argv is not None else sys.argv[1:])}\n")
     print("| architecture | trainer | precision | steps | words | words/s (wall) | words/s (CPU) | × plain fp32 (CPU) |")
     print("|---|---|---|---:|---:|---:|---:|---:|")
@@ -252,8 +276,10 @@ def main(argv: Optional[List[str]] = None) -> None:
         base = next((r for r in rows if r.arch == row.arch and r.trainer == "plain" and r.precision == "fp32"), None)
         rate = row.words / row.cpu if row.cpu else float("nan")
         ratio = f"{rate / (base.words / base.cpu):.2f}" if base is not None and base.cpu else "–"
-        print(f"| {row.arch} | {row.trainer} | {row.precision} | {row.steps} | {row.words:,} | "
-              f"{row.words / row.wall if row.wall else float('nan'):,.0f} | {rate:,.0f} | {ratio} |")
+        print(
+            f"| {row.arch} | {row.trainer} | {row.precision} | {row.steps} | {row.words:,} | "
+            f"{row.words / row.wall if row.wall else float('nan'):,.0f} | {rate:,.0f} | {ratio} |"
+        )
 
 
 if __name__ == "__main__":

@@ -108,8 +108,12 @@ def bench_arch(arch: str, args: argparse.Namespace, sentences: Sentences, words:
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     default_shared = os.environ.get("SPACY_ELMO_SHARED") or str(REPO.parent / "shared")
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--archs", default="default,small", help="comma-separated: default (the shipped biLM), small, medium, original")
-    parser.add_argument("--precisions", default=",".join(INFERENCE_PRECISIONS), help="comma-separated, fp32 first for the ratios and the accuracy")
+    parser.add_argument(
+        "--archs", default="default,small", help="comma-separated: default (the shipped biLM), small, medium, original"
+    )
+    parser.add_argument(
+        "--precisions", default=",".join(INFERENCE_PRECISIONS), help="comma-separated, fp32 first for the ratios and the accuracy"
+    )
     parser.add_argument("--repeats", type=int, default=3, help="timed passes per precision (median reported)")
     parser.add_argument("--sentences", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=64)

@@ -111,8 +111,19 @@ def run_row(arch: str, softmax: str, args: argparse.Namespace, data: Dict[str, P
         "training.softmax": softmax,
         **arch_overrides(arch, shared),
     }
-    command = [sys.executable, "-m", "spacy_elmo", "pretrain", str(REPO / "configs" / "pretrain_small.cfg"), str(out),
-               "--no-progress", "--threads", str(args.threads), "--gpu-id", "-1"]
+    command = [
+        sys.executable,
+        "-m",
+        "spacy_elmo",
+        "pretrain",
+        str(REPO / "configs" / "pretrain_small.cfg"),
+        str(out),
+        "--no-progress",
+        "--threads",
+        str(args.threads),
+        "--gpu-id",
+        "-1",
+    ]
     if args.return_memory:
         command.append("--return-memory")
     for key, value in overrides.items():
@@ -149,7 +160,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--softmax", default="adaptive", help="comma-separated: adaptive, sampled")
     parser.add_argument("--seconds", type=float, default=45.0, help="training time per row")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
-    parser.add_argument("--return-memory", action="store_true", help="pass --return-memory (glibc's default allocator behaviour) for an A/B")
+    parser.add_argument(
+        "--return-memory", action="store_true", help="pass --return-memory (glibc's default allocator behaviour) for an A/B"
+    )
     parser.add_argument("--dev", action="store_true", help="also report the dev perplexity reached (500 sentences)")
     parser.add_argument("--shared", default=None, help="shared data folder (default $SPACY_ELMO_SHARED or ../shared)")
     args = parser.parse_args(argv)
@@ -165,11 +178,15 @@ def main(argv: Optional[List[str]] = None) -> None:
     except (OSError, StopIteration):
         pass
     print(f"# Pretraining throughput ({datetime.date.today()})\n")
-    print(f"- CPU: {cpu}, {os.cpu_count()} cores; torch {torch.__version__}; {args.threads} threads; "
-          f"load average (other processes included) before/after: {load_before:.1f}/{os.getloadavg()[0]:.1f}")
+    print(
+        f"- CPU: {cpu}, {os.cpu_count()} cores; torch {torch.__version__}; {args.threads} threads; "
+        f"load average (other processes included) before/after: {load_before:.1f}/{os.getloadavg()[0]:.1f}"
+    )
     print(f"- {args.seconds:.0f} s of training per row; Wikipedia sentences (spaCy-tokenised, cached); vocab {VOCAB_SIZE:,}")
     print(f"- command: python benchmarks/bench_pretrain.py {' '.join(argv if argv is not None else sys.argv[1:])}\n")
-    header = "| row | architecture | biLM params | softmax (params) | batch_tokens | steps | tokens | tokens/s | steady tokens/s |"
+    header = (
+        "| row | architecture | biLM params | softmax (params) | batch_tokens | steps | tokens | tokens/s | steady tokens/s |"
+    )
     rule = "|---|---|---:|---|---:|---:|---:|---:|---:|"
     if args.dev:
         header += " dev ppl |"
@@ -177,9 +194,11 @@ def main(argv: Optional[List[str]] = None) -> None:
     print(header)
     print(rule)
     for row in rows:
-        line = (f"| {row['arch']} | {row['shape']} | {row['params']:,} | {row['softmax']} ({row['softmax_params']:,}) | "
-                f"{row['batch_tokens']} | {row['steps']} | {row['tokens']:,} | {row['tokens_per_s']:,.0f} | "
-                f"{row['steady_tokens_per_s']:,.0f} |")
+        line = (
+            f"| {row['arch']} | {row['shape']} | {row['params']:,} | {row['softmax']} ({row['softmax_params']:,}) | "
+            f"{row['batch_tokens']} | {row['steps']} | {row['tokens']:,} | {row['tokens_per_s']:,.0f} | "
+            f"{row['steady_tokens_per_s']:,.0f} |"
+        )
         if args.dev:
             line += f" {row['dev_ppl']:.1f} |" if row["dev_ppl"] is not None else " – |"
         print(line)

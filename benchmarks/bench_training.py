@@ -44,7 +44,11 @@ def small_weights(shared: Path, workdir: Path) -> Path:
     """Synthetic weights of the published small architecture, re-written by our own writer."""
     raw = workdir / "raw.hdf5"
     options = shared / "bench" / "small_options.json"
-    subprocess.run([sys.executable, str(shared / "bench" / "make_weights.py"), str(options), str(raw), "--seed", "0"], check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, str(shared / "bench" / "make_weights.py"), str(options), str(raw), "--seed", "0"],
+        check=True,
+        capture_output=True,
+    )
     ElmoBiLM.from_files(options, raw).save(workdir / "small")
     return workdir / "small"
 
@@ -60,11 +64,17 @@ def conll_corpus(shared: Path, workdir: Path, n_sentences: int) -> Path:
             if sentences >= n_sentences:
                 break
     (workdir / "train.iob").write_text("\n".join(kept) + "\n", encoding="utf-8")
-    subprocess.run([sys.executable, "-m", "spacy", "convert", str(workdir / "train.iob"), str(workdir), "--converter", "conll", "-n", "1"], check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "spacy", "convert", str(workdir / "train.iob"), str(workdir), "--converter", "conll", "-n", "1"],
+        check=True,
+        capture_output=True,
+    )
     return workdir / "train.spacy"
 
 
-def words_per_second(config_name: str, overrides: Dict, model_dir: Path, corpus: Path, epochs: int, batch_words: int) -> List[float]:
+def words_per_second(
+    config_name: str, overrides: Dict, model_dir: Path, corpus: Path, epochs: int, batch_words: int
+) -> List[float]:
     config = spacy.util.load_config(REPO / "configs" / config_name)
     if "elmo" in config["nlp"]["pipeline"]:
         overrides = {"components.elmo.model.weights": str(model_dir), **overrides}
@@ -106,9 +116,18 @@ def main() -> None:
         workdir = Path(tmp)
         model_dir = small_weights(args.shared, workdir)
         corpus = conll_corpus(args.shared, workdir, args.sentences)
-        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), platform.processor())
+        cpu = next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            platform.processor(),
+        )
         print(f"{datetime.date.today()} · {cpu} · {args.threads} threads · torch {torch.__version__} · spaCy {spacy.__version__}")
-        print(f"`{shlex.join(['python', *sys.argv])}` — {args.sentences} CoNLL-2003 train sentences, batches of ~{args.batch_words} words, small biLM architecture\n")
+        print(
+            f"`{shlex.join(['python', *sys.argv])}` — {args.sentences} CoNLL-2003 train sentences, batches of ~{args.batch_words} words, small biLM architecture\n"
+        )
         header = "| setting | " + " | ".join(f"epoch {i + 1} words/s" for i in range(args.epochs)) + " |"
         print(header)
         print("|" + "---|" * (args.epochs + 1))

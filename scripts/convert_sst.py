@@ -29,7 +29,9 @@ def read_tsv(path: Path, labels: List[str], nlp: spacy.Language) -> DocBin:
             continue
         label, _, text = line.partition("\t")
         if not label.isdigit() or int(label) >= len(labels) or not text:
-            msg.fail(f"{path}:{line_no}: expected 'LABEL<TAB>text' with LABEL in 0..{len(labels) - 1}, got {line[:60]!r}", exits=1)
+            msg.fail(
+                f"{path}:{line_no}: expected 'LABEL<TAB>text' with LABEL in 0..{len(labels) - 1}, got {line[:60]!r}", exits=1
+            )
         words = text.split(" ")
         doc = Doc(nlp.vocab, words=words, spaces=[True] * (len(words) - 1) + [False])
         doc.cats = {name: float(i == int(label)) for i, name in enumerate(labels)}

@@ -123,7 +123,11 @@ def split_paths(corpus_dir: Path) -> Dict[str, Path]:
     paths = {split: corpus_dir / f"{split}.txt" for split in SPLITS}
     missing = [str(path) for path in paths.values() if not path.is_file()]
     if missing:
-        msg.fail(f"Demo corpus file(s) not found: {', '.join(missing)}", "They are part of the repository: run this from its root.", exits=1)
+        msg.fail(
+            f"Demo corpus file(s) not found: {', '.join(missing)}",
+            "They are part of the repository: run this from its root.",
+            exits=1,
+        )
     return paths
 
 

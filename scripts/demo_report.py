@@ -46,14 +46,16 @@ def report_lines(scores: Dict[str, Dict[str, Any]], timings: Dict[str, Dict[str,
         data, timing = scores.get(name, {}), timings.get(name, {})
         wall = timing.get("wall_seconds")
         wps = timing.get("words_per_second")
-        rows.append([
-            label,
-            pct(data.get("ents_f")),
-            pct(data.get("ents_p")),
-            pct(data.get("ents_r")),
-            "–" if wall is None else f"{wall:.0f}",
-            "–" if wps is None else f"{wps:,.0f}",
-        ])
+        rows.append(
+            [
+                label,
+                pct(data.get("ents_f")),
+                pct(data.get("ents_p")),
+                pct(data.get("ents_r")),
+                "–" if wall is None else f"{wall:.0f}",
+                "–" if wps is None else f"{wps:,.0f}",
+            ]
+        )
     lines += table(["system", "F1", "P", "R", "training wall time (s)", "training words/s"], rows)
     labels = labels_of(scores)
     if labels:
@@ -106,7 +108,11 @@ def main(
     """Print the comparison and write ``comparison.md`` and ``scores.png`` to ``metrics_dir``."""
     scores = {name: data for name in SYSTEMS if (data := read_json(metrics_dir / f"{name}.json")) is not None}
     if not scores:
-        msg.fail(f"No evaluation results in {metrics_dir}", "Run the demo's training and evaluation first: python -m spacy project run demo", exits=1)
+        msg.fail(
+            f"No evaluation results in {metrics_dir}",
+            "Run the demo's training and evaluation first: python -m spacy project run demo",
+            exits=1,
+        )
     timings = {name: data for name in SYSTEMS if (data := read_json(training_dir / name / "timing.json")) is not None}
     lines = report_lines(scores, timings, dev_path)
     print("\n".join(lines))

@@ -1,6 +1,6 @@
 """Print what a trained NER pipeline finds in a few sentences, entities written ``[text|LABEL]``.
 
-    python scripts/demo_show.py training/demo/ner-elmo/model-best "Amara Okafor joined Northfield Rovers."
+python scripts/demo_show.py training/demo/ner-elmo/model-best "Amara Okafor joined Northfield Rovers."
 """
 
 from pathlib import Path

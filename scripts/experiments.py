@@ -185,9 +185,16 @@ def run(
         for system, config_path in configs.items():
             for seed in range(first_seed, first_seed + seeds):
                 settings = {
-                    "version": RESULT_VERSION, "task": task, "system": system, "config": str(config_path),
-                    "fraction": fraction, "seed": seed, "max_steps": max_steps, "eval_frequency": eval_frequency,
-                    "train_sentences": n_train, "train_words": words,
+                    "version": RESULT_VERSION,
+                    "task": task,
+                    "system": system,
+                    "config": str(config_path),
+                    "fraction": fraction,
+                    "seed": seed,
+                    "max_steps": max_steps,
+                    "eval_frequency": eval_frequency,
+                    "train_sentences": n_train,
+                    "train_words": words,
                     "bilm": bilm if "elmo" in spacy.util.load_config(config_path)["components"] else None,
                 }
                 result_path = out_dir / f"{task}.{system}.f{label}.seed{seed}.json"
@@ -213,10 +220,17 @@ def _run_in_subprocess(
     label = f"{settings['task']}-{settings['system']}-f{fraction_label(settings['fraction'])}-seed{settings['seed']}"
     output = training_dir / label
     job = {
-        "config": str(config), "output": str(output), "gpu_id": gpu_id, "dev": str(dev), "test": str(test),
+        "config": str(config),
+        "output": str(output),
+        "gpu_id": gpu_id,
+        "dev": str(dev),
+        "test": str(test),
         "overrides": {
-            "paths.train": str(train), "paths.dev": str(dev), "system.seed": settings["seed"],
-            "training.max_steps": settings["max_steps"], "training.eval_frequency": settings["eval_frequency"],
+            "paths.train": str(train),
+            "paths.dev": str(dev),
+            "system.seed": settings["seed"],
+            "training.max_steps": settings["max_steps"],
+            "training.eval_frequency": settings["eval_frequency"],
             **({"components.elmo.model.weights": settings["bilm"]} if settings["bilm"] else {}),
         },
     }
@@ -234,7 +248,9 @@ def one(job_json: str) -> None:
     result = {
         "dev": scores(best, Path(job["dev"]), job["gpu_id"]),
         "test": scores(best, Path(job["test"]), job["gpu_id"]),
-        "steps": info["step"], "words_seen": info["words"], "train_seconds": info["wall_seconds"],
+        "steps": info["step"],
+        "words_seen": info["words"],
+        "train_seconds": info["wall_seconds"],
         "words_per_second": info["words"] / max(info["seconds"], 1),
     }
     (output / "result.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
@@ -292,8 +308,12 @@ def report_lines(results: Sequence[Dict[str, Any]]) -> List[str]:
             if current is not None:
                 lines.append("")
             current = task
-            lines += [f"### {task}", "", "| train sentences | system | seeds | dev | test | test per seed | Δ test vs baseline | words/s | wall s/run |",
-                      "|---:|---|---:|---:|---:|---|---:|---:|---:|"]
+            lines += [
+                f"### {task}",
+                "",
+                "| train sentences | system | seeds | dev | test | test per seed | Δ test vs baseline | words/s | wall s/run |",
+                "|---:|---|---:|---:|---:|---|---:|---:|---:|",
+            ]
         base = [headline(r["test"]) for r in systems.get("baseline", [])]
         for system, runs in systems.items():
             dev = [headline(r["dev"]) for r in runs]

@@ -96,7 +96,9 @@ def main(
         text = head_paragraphs(require(data_dir / "lm" / "wiki2014-en" / name), max(1, int(lm_lines * share)))
         with gzip.GzipFile(target, "wb", mtime=0) as file_:
             file_.write(text.encode("utf-8"))
-    msg.good(f"Slice written to {output_dir}: {conll_sents} CoNLL sentences and {sst_sents} SST sentences per split, {lm_lines} Wikipedia paragraphs")
+    msg.good(
+        f"Slice written to {output_dir}: {conll_sents} CoNLL sentences and {sst_sents} SST sentences per split, {lm_lines} Wikipedia paragraphs"
+    )
 
 
 if __name__ == "__main__":

@@ -53,9 +53,13 @@ def bilm_license(bilm: str) -> Optional[Dict[str, Any]]:
 
 
 def main(
-    pipeline: Path = typer.Argument(..., exists=True, file_okay=False, help="The trained pipeline (its meta.json is the starting point)"),
+    pipeline: Path = typer.Argument(
+        ..., exists=True, file_okay=False, help="The trained pipeline (its meta.json is the starting point)"
+    ),
     output: Path = typer.Argument(..., dir_okay=False, help="Where to write the meta.json for spacy package --meta-path"),
-    bilm: str = typer.Option(..., "--bilm", help="The project's bilm setting: default, pretrained, a published name or a directory"),
+    bilm: str = typer.Option(
+        ..., "--bilm", help="The project's bilm setting: default, pretrained, a published name or a directory"
+    ),
     license_: Optional[str] = typer.Option(None, "--license", help="The package licence; required when --bilm is a directory"),
 ) -> None:
     """Copy the pipeline's meta.json to ``output`` with the licence its biLM requires."""
@@ -71,7 +75,9 @@ def main(
             exits=1,
         )
     meta["license"] = license_ or source["license"]  # type: ignore[index]
-    sources: List[Dict[str, Any]] = [entry for entry in meta.get("sources") or [] if entry.get("name") != (source or {}).get("name")]
+    sources: List[Dict[str, Any]] = [
+        entry for entry in meta.get("sources") or [] if entry.get("name") != (source or {}).get("name")
+    ]
     if source is not None:
         sources.append(source)
     meta["sources"] = sources

@@ -55,8 +55,7 @@ def table(points: List[Point]) -> List[str]:
     for tokens, split, ppl in points:
         by_tokens.setdefault(tokens, {})[split] = ppl
     splits = sorted({split for _, split, _ in points})
-    lines = ["| training tokens | " + " | ".join(f"{s} perplexity" for s in splits) + " |",
-             "|---:|" + "---:|" * len(splits)]
+    lines = ["| training tokens | " + " | ".join(f"{s} perplexity" for s in splits) + " |", "|---:|" + "---:|" * len(splits)]
     for tokens in sorted(by_tokens):
         cells = [f"{by_tokens[tokens][s]:.1f}" if s in by_tokens[tokens] else "–" for s in splits]
         lines.append(f"| {tokens:,} | " + " | ".join(cells) + " |")

@@ -34,7 +34,10 @@ def link_or_copy(source: Path, target: Path) -> None:
 
 
 def main(
-    bilm: str = typer.Argument(..., help=f"'default' (shipped with spacy-elmo), a published name ({', '.join(PUBLISHED_MODELS)}), a model directory, or '{PRETRAINED}'"),
+    bilm: str = typer.Argument(
+        ...,
+        help=f"'default' (shipped with spacy-elmo), a published name ({', '.join(PUBLISHED_MODELS)}), a model directory, or '{PRETRAINED}'",
+    ),
     output_dir: Path = typer.Argument(..., help="Directory the ELMo training commands read"),
     pretrained_dir: Path = typer.Option(..., "--pretrained-dir", help="Where the pretrain step writes its best model"),
 ) -> None:
@@ -53,7 +56,11 @@ def main(
         try:
             options_path, weights_path = resolve_model(bilm)
         except ElmoError as err:
-            msg.fail(f"Cannot use bilm = {bilm!r}: {err}", f"Set --vars.bilm to a published name, a model directory or '{PRETRAINED}'.", exits=1)
+            msg.fail(
+                f"Cannot use bilm = {bilm!r}: {err}",
+                f"Set --vars.bilm to a published name, a model directory or '{PRETRAINED}'.",
+                exits=1,
+            )
     output_dir.mkdir(parents=True, exist_ok=True)
     link_or_copy(options_path, output_dir / OPTIONS_FILE)
     link_or_copy(weights_path, output_dir / WEIGHTS_FILE)

@@ -73,7 +73,9 @@ def main(
     if gpu_id >= 0:
         require_gpu(gpu_id)
     threads = torch.get_num_threads()
-    device = f"GPU {gpu_id}" if gpu_id >= 0 else f"CPU ({platform.machine()}, {threads} torch thread{'s' if threads != 1 else ''})"
+    device = (
+        f"GPU {gpu_id}" if gpu_id >= 0 else f"CPU ({platform.machine()}, {threads} torch thread{'s' if threads != 1 else ''})"
+    )
     results: Dict[str, Any] = {}
     for pipeline in pipelines:
         name = pipeline.parent.name if pipeline.name.startswith("model-") else pipeline.name

@@ -39,7 +39,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         "embed", add_help=False, help="Embed a corpus into AllenNLP's HDF5 layout (python -m spacy_elmo embed --help)."
     )
     commands.add_parser(
-        "embed-merge", add_help=False, help="Merge the shard files of embed --shard I/N (python -m spacy_elmo embed-merge --help)."
+        "embed-merge",
+        add_help=False,
+        help="Merge the shard files of embed --shard I/N (python -m spacy_elmo embed-merge --help).",
     )
     commands.add_parser(
         "init-config",

@@ -64,7 +64,9 @@ DEFAULT_ENCODE = {
 }
 
 
-def elmo_config(config: Config, *, weights: str = "default", frozen: bool = True, source: str = "the config") -> Tuple[Config, List[str]]:
+def elmo_config(
+    config: Config, *, weights: str = "default", frozen: bool = True, source: str = "the config"
+) -> Tuple[Config, List[str]]:
     """``config`` rewritten to train on ELMo, and notes on what was changed beyond the tok2vec layers.
 
     ``config`` is the uninterpolated config (``${...}`` references kept); ``source`` names
@@ -98,10 +100,17 @@ def elmo_config(config: Config, *, weights: str = "default", frozen: bool = True
         model = block["model"]
         if model.get("@architectures") in BAG_OF_WORDS_TEXTCAT:
             if tok2vecs:
-                tok2vec = _from_tok2vec_layer(resolved["components"][tok2vecs[0]]["model"], None, [f"components.{tok2vecs[0]}.model"], source)
+                tok2vec = _from_tok2vec_layer(
+                    resolved["components"][tok2vecs[0]]["model"], None, [f"components.{tok2vecs[0]}.model"], source
+                )
             else:
                 tok2vec = _elmo_tok2vec(DEFAULT_WIDTH, DEFAULT_EMBED, DEFAULT_ENCODE)
-            block["model"] = {"@architectures": "spacy.TextCatEnsemble.v2", "nO": model.get("nO"), "tok2vec": tok2vec, "linear_model": model}
+            block["model"] = {
+                "@architectures": "spacy.TextCatEnsemble.v2",
+                "nO": model.get("nO"),
+                "tok2vec": tok2vec,
+                "linear_model": model,
+            }
             replaced += 1
             notes.append(
                 f"[components.{name}.model] was a bag-of-words classifier without token vectors: it is now "
@@ -146,7 +155,7 @@ def _check_no_elmo(config: Config, source: str) -> None:
     for path, value in _walk(config):
         if isinstance(value, str) and value.startswith("spacy-elmo."):
             raise ElmoConfigError(
-                f"{source} already uses ELMo ([{'.'.join(path[:-1])}] {path[-1]} = \"{value}\"): edit it "
+                f'{source} already uses ELMo ([{".".join(path[:-1])}] {path[-1]} = "{value}"): edit it '
                 f"directly, or run init-config on the config that 'python -m spacy init config' made."
             )
 
@@ -160,7 +169,12 @@ def _walk(block: Dict[str, Any], path: Tuple[str, ...] = ()) -> Iterator[Tuple[T
 
 
 def _replace_tok2vecs(
-    block: Dict[str, Any], resolved: Dict[str, Any], path: List[str], resolved_config: Dict[str, Any], tok2vecs: List[str], source: str
+    block: Dict[str, Any],
+    resolved: Dict[str, Any],
+    path: List[str],
+    resolved_config: Dict[str, Any],
+    tok2vecs: List[str],
+    source: str,
 ) -> int:
     """Replace every token-to-vector layer under ``block`` (at a ``tok2vec`` key); returns how many.
 
@@ -198,7 +212,7 @@ def _upstream(upstream: str, tok2vecs: List[str], where: List[str], source: str)
     if upstream in tok2vecs:
         return upstream
     raise ElmoConfigError(
-        f"{source}: [{'.'.join(where)}] listens to upstream = \"{upstream}\", but the pipeline has no "
+        f'{source}: [{".".join(where)}] listens to upstream = "{upstream}", but the pipeline has no '
         f"tok2vec component of that name. Fix the listener's upstream and run init-config again."
     )
 
@@ -225,7 +239,11 @@ def _from_tok2vec_layer(layer: Dict[str, Any], width: Optional[int], where: List
             "maxout_pieces": layer["maxout_pieces"],
         }
         return _elmo_tok2vec(width, embed, encode)
-    if architecture not in TOK2VEC_LAYERS or not isinstance(layer.get("embed"), dict) or not isinstance(layer.get("encode"), dict):
+    if (
+        architecture not in TOK2VEC_LAYERS
+        or not isinstance(layer.get("embed"), dict)
+        or not isinstance(layer.get("encode"), dict)
+    ):
         raise ElmoConfigError(
             f"{source}: [{'.'.join(where)}] is {architecture}, not a spacy.Tok2Vec.v2 with embed and encode "
             f"blocks, so init-config cannot carry its embeddings over to ELMo. Edit the config by hand after "
@@ -250,7 +268,7 @@ def _remove_component(config: Dict[str, Any], name: str, source: str) -> None:
     pretraining = config.get("pretraining") or {}
     if pretraining.get("component") == name:
         raise ElmoConfigError(
-            f"{source}: [pretraining] component = \"{name}\" pretrains the tok2vec that init-config replaces "
+            f'{source}: [pretraining] component = "{name}" pretrains the tok2vec that init-config replaces '
             f"with ELMo. Remove the [pretraining] block (ELMo is the pretrained part) and run init-config again."
         )
     config["nlp"]["pipeline"] = [n for n in config["nlp"]["pipeline"] if n != name]
@@ -279,7 +297,9 @@ def check_weights(weights: str) -> str:
     )
 
 
-def init_config(input_path: str, output_path: str, *, weights: str = "default", frozen: bool = True, force: bool = False) -> List[str]:
+def init_config(
+    input_path: str, output_path: str, *, weights: str = "default", frozen: bool = True, force: bool = False
+) -> List[str]:
     """Read ``input_path`` ('-': stdin), write the ELMo config to ``output_path`` ('-': stdout); returns the notes."""
     weights = check_weights(weights)
     if output_path != "-" and Path(output_path).exists() and not force:
@@ -310,9 +330,15 @@ def main(argv: Optional[List[str]] = None, prog: str = "python -m spacy_elmo ini
     parser = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("input", help="a spaCy training config, e.g. from 'python -m spacy init config' ('-': stdin)")
     parser.add_argument("output", help="where to write the ELMo config ('-': stdout)")
-    parser.add_argument("--weights", default="default", help="the biLM: 'default', a published name, a model directory or a weights.hdf5 (default: default)")
+    parser.add_argument(
+        "--weights",
+        default="default",
+        help="the biLM: 'default', a published name, a model directory or a weights.hdf5 (default: default)",
+    )
     tuning = parser.add_mutually_exclusive_group()
-    tuning.add_argument("--frozen", dest="frozen", action="store_true", default=True, help="keep the biLM's weights fixed (the default)")
+    tuning.add_argument(
+        "--frozen", dest="frozen", action="store_true", default=True, help="keep the biLM's weights fixed (the default)"
+    )
     tuning.add_argument("--fine-tune", dest="frozen", action="store_false", help="let the tasks' gradients fine-tune the biLM")
     parser.add_argument("--force", action="store_true", help="overwrite OUTPUT if it exists")
     args = parser.parse_args(argv)

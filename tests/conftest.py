@@ -204,4 +204,3 @@ def synthetic_corpus(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("synthetic-corpus") / "train.spacy"
     DocBin(docs=synthetic_docs(spacy.blank("en").vocab), store_user_data=True).to_disk(path)
     return path
-

@@ -211,10 +211,15 @@ def test_options_validation_names_field(tmp_path):
     from spacy_elmo import ElmoOptionsError
 
     with pytest.raises(ElmoOptionsError, match=r"lstm\.projection_dim"):
-        ElmoOptions.from_dict({"lstm": {"dim": 4, "projection_dim": 0, "n_layers": 1}, "char_cnn": {"embedding": {"dim": 2}, "filters": [[1, 2]]}})
+        ElmoOptions.from_dict(
+            {"lstm": {"dim": 4, "projection_dim": 0, "n_layers": 1}, "char_cnn": {"embedding": {"dim": 2}, "filters": [[1, 2]]}}
+        )
     with pytest.raises(ElmoOptionsError, match=r"char_cnn\.activation"):
         ElmoOptions.from_dict(
-            {"lstm": {"dim": 4, "projection_dim": 2, "n_layers": 1}, "char_cnn": {"embedding": {"dim": 2}, "filters": [[1, 2]], "activation": "gelu"}}
+            {
+                "lstm": {"dim": 4, "projection_dim": 2, "n_layers": 1},
+                "char_cnn": {"embedding": {"dim": 2}, "filters": [[1, 2]], "activation": "gelu"},
+            }
         )
     with pytest.raises(ElmoOptionsError, match="not found"):
         ElmoOptions.from_file(tmp_path / "missing.json")

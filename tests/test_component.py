@@ -17,7 +17,10 @@ TEXT = "She sat on the river bank."
 
 def _nlp(model_dir, **model):
     nlp = spacy.blank("en")
-    nlp.add_pipe("elmo", config={"model": {"weights": str(model_dir / "weights.hdf5"), "options": str(model_dir / "options.json"), **model}})
+    nlp.add_pipe(
+        "elmo",
+        config={"model": {"weights": str(model_dir / "weights.hdf5"), "options": str(model_dir / "options.json"), **model}},
+    )
     return nlp
 
 

@@ -36,7 +36,10 @@ def test_markup_becomes_entities_at_exact_offsets(demo_corpus, nlp):
     assert text == '"We lost," said Hanne Lindqvist of Real Cordoba in Gothenburg\'s Nya Ullevi.'
     doc = demo_corpus.make_doc(nlp, text, spans, "x.txt:1")
     assert [(ent.text, ent.label_) for ent in doc.ents] == [
-        ("Hanne Lindqvist", "PER"), ("Real Cordoba", "ORG"), ("Gothenburg", "LOC"), ("Nya Ullevi", "LOC"),
+        ("Hanne Lindqvist", "PER"),
+        ("Real Cordoba", "ORG"),
+        ("Gothenburg", "LOC"),
+        ("Nya Ullevi", "LOC"),
     ]
     assert [(ent.start_char, ent.end_char) for ent in doc.ents] == [(start, end) for start, end, _ in spans]
     assert demo_corpus.to_markup(doc) == line
@@ -45,7 +48,10 @@ def test_markup_becomes_entities_at_exact_offsets(demo_corpus, nlp):
 @pytest.mark.parametrize(
     "line,message",
     [
-        ("A reign that ended with [Elizabeth I|PER].", r"'Elizabeth I' \(PER\) does not start and end on token boundaries.*'I\.'"),
+        (
+            "A reign that ended with [Elizabeth I|PER].",
+            r"'Elizabeth I' \(PER\) does not start and end on token boundaries.*'I\.'",
+        ),
         ("The [Dutch|NAT] team won.", r"unknown label 'NAT'"),
         ("The [Dutch|MISC team won.", r"stray '\['"),
         ("The Dutch|MISC] team won.", r"stray '\|'"),
@@ -70,7 +76,10 @@ def test_convert_writes_docbins_and_fails_loudly(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     nlp = spacy.blank("en")
     train = list(DocBin().from_disk(tmp_path / "out" / "train.spacy").get_docs(nlp.vocab))
-    assert [[(ent.text, ent.label_) for ent in doc.ents] for doc in train] == [[("Kofi Mensah", "PER"), ("Accra Lions", "ORG")], []]
+    assert [[(ent.text, ent.label_) for ent in doc.ents] for doc in train] == [
+        [("Kofi Mensah", "PER"), ("Accra Lions", "ORG")],
+        [],
+    ]
 
     (corpus / "dev.txt").write_text("Rain in [Gothenburg|LOC].\nSnow in [Oslo|LCO].\n", encoding="utf-8")
     result = subprocess.run(run, capture_output=True, text=True, cwd=tmp_path)
@@ -98,7 +107,9 @@ def test_demo_workflow_needs_only_the_repository(monkeypatch):
     for name in config["workflows"]["demo"]:
         command = commands[name]
         for dep in command.get("deps", []):
-            assert dep in produced or (REPO / dep).is_file(), f"{name}: {dep} is neither in the repository nor made by an earlier demo step"
+            assert dep in produced or (REPO / dep).is_file(), (
+                f"{name}: {dep} is neither in the repository nor made by an earlier demo step"
+            )
         for line in command["script"]:
             assert "/no-data-here" not in line and " /" not in line, f"{name}: {line}"
             for script in re.findall(r"scripts/\w+\.py", line):

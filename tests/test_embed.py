@@ -81,7 +81,9 @@ def test_layout_and_values_equal_embed_sentences(tiny_model, tmp_path, flag):
             stored = h5[str(i)]
             assert stored.dtype == np.float32
             want = {"--all": layers, "--top": layers[-1], "--average": layers.mean(axis=0)}[flag]
-            assert stored.shape == want.shape == ((3, len(lines[i].split()), 32) if flag == "--all" else (len(lines[i].split()), 32))
+            assert (
+                stored.shape == want.shape == ((3, len(lines[i].split()), 32) if flag == "--all" else (len(lines[i].split()), 32))
+            )
             np.testing.assert_array_equal(stored[()], want)
         assert h5["sentence_to_index"].shape == (1,)
         mapping = json.loads(h5["sentence_to_index"][0])
@@ -205,8 +207,12 @@ def test_resume_after_sigkill_gives_identical_datasets(tiny_model, tmp_path):
     out = tmp_path / "out.hdf5"
     partial = out.with_name("out.hdf5.partial")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen([sys.executable, "-m", "spacy_elmo", "embed", str(source), str(out), *common], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "spacy_elmo", "embed", str(source), str(out), *common],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 120
         while len(list(partial.glob("chunk-*.hdf5"))) < 3:

@@ -30,9 +30,11 @@ def test_dask_shards_merge_to_the_single_process_file(tiny_model, tmp_path):
         embed_corpus(source, single, load_bilm(str(tiny_model[1])), settings, progress=False)
 
     out = tmp_path / "cluster.hdf5"
-    with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-    ) as cluster, distributed.Client(cluster) as client, distributed.get_task_stream(client) as tasks:
+    with (
+        distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        distributed.Client(cluster) as client,
+        distributed.get_task_stream(client) as tasks,
+    ):
         summaries = embed_with_dask(source, out, client=client, weights=str(tiny_model[1]), settings=settings)
 
     assert len({task["worker"] for task in tasks.data}) == 2, "each worker should run one shard"

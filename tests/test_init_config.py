@@ -103,7 +103,9 @@ def test_command_lines_for_ner_and_tagger_together(model_dir, synthetic_corpus, 
         assert tok2vec["@architectures"] == ELMO_TOK2VEC
     data = ["--paths.train", str(synthetic_corpus), "--paths.dev", str(synthetic_corpus)]
     assert "Config is valid" in run("spacy", "debug", "config", "elmo.cfg", *data)
-    stdout = run("spacy", "train", "elmo.cfg", "--output", "out", *data, "--training.max_steps", "4", "--training.eval_frequency", "2")
+    stdout = run(
+        "spacy", "train", "elmo.cfg", "--output", "out", *data, "--training.max_steps", "4", "--training.eval_frequency", "2"
+    )
     losses = _loss_column(stdout, "LOSS ELMO")
     assert losses[-1] > 0  # fine-tuned: the squared norm of the gradient sent into the biLM
     assert (tmp_path / "out" / "model-best" / "elmo").is_dir()
@@ -143,7 +145,18 @@ def test_components_with_their_own_tok2vec_and_bag_of_words_textcat():
     """spaCy's default models: an ``ner`` with its own HashEmbedCNN, a bag-of-words ``textcat``."""
     nlp = spacy.blank("en")
     nlp.add_pipe("ner")
-    nlp.add_pipe("textcat", config={"model": {"@architectures": "spacy.TextCatBOW.v3", "exclusive_classes": True, "ngram_size": 1, "no_output_layer": False, "length": 262144}})
+    nlp.add_pipe(
+        "textcat",
+        config={
+            "model": {
+                "@architectures": "spacy.TextCatBOW.v3",
+                "exclusive_classes": True,
+                "ngram_size": 1,
+                "no_output_layer": False,
+                "length": 262144,
+            }
+        },
+    )
     result, notes = elmo_config(nlp.config)
     ner_tok2vec = result["components"]["ner"]["model"]["tok2vec"]
     hash_cnn = nlp.config["components"]["ner"]["model"]["tok2vec"]
@@ -171,7 +184,10 @@ def test_refusals_name_the_problem(tmp_path, capsys):
     assert not (tmp_path / "again.cfg").exists()
 
     text = source.read_text() + '\n\n[components.tok2vec.model.extra]\n@architectures = "spacy-elmo.ElmoMix.v1"\n'
-    with pytest.raises(ElmoConfigError, match=r"already uses ELMo \(\[components.tok2vec.model.extra\] @architectures = \"spacy-elmo.ElmoMix.v1\"\)"):
+    with pytest.raises(
+        ElmoConfigError,
+        match=r"already uses ELMo \(\[components.tok2vec.model.extra\] @architectures = \"spacy-elmo.ElmoMix.v1\"\)",
+    ):
         elmo_config(Config().from_str(text, interpolate=False))
 
     before = elmo.read_bytes()
@@ -198,7 +214,10 @@ def test_refusals_name_the_problem(tmp_path, capsys):
         elmo_config(Config().from_str(dangling, interpolate=False))
 
     config = _load(source)
-    config["components"]["ner"]["model"]["tok2vec"] = {"@architectures": "spacy-transformers.TransformerListener.v1", "upstream": "*"}
+    config["components"]["ner"]["model"]["tok2vec"] = {
+        "@architectures": "spacy-transformers.TransformerListener.v1",
+        "upstream": "*",
+    }
     with pytest.raises(ElmoConfigError, match=r"\[components.ner.model.tok2vec\] uses spacy-transformers.TransformerListener.v1"):
         elmo_config(config)
     rule_based = spacy.blank("en")

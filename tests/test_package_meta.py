@@ -18,11 +18,16 @@ def run(pipeline: Path, output: Path, *args: str) -> subprocess.CompletedProcess
 def pipeline(tmp_path: Path) -> Path:
     folder = tmp_path / "model-best"
     folder.mkdir()
-    (folder / "meta.json").write_text(json.dumps({"lang": "en", "name": "pipeline", "license": "", "version": "0.0.0"}), encoding="utf-8")
+    (folder / "meta.json").write_text(
+        json.dumps({"lang": "en", "name": "pipeline", "license": "", "version": "0.0.0"}), encoding="utf-8"
+    )
     return folder
 
 
-@pytest.mark.parametrize("bilm,license_", [("default", "CC BY-SA 3.0"), ("pretrained", "CC BY-SA 3.0"), ("small", "Apache-2.0"), ("original", "Apache-2.0")])
+@pytest.mark.parametrize(
+    "bilm,license_",
+    [("default", "CC BY-SA 3.0"), ("pretrained", "CC BY-SA 3.0"), ("small", "Apache-2.0"), ("original", "Apache-2.0")],
+)
 def test_licence_follows_the_bilm(pipeline, tmp_path, bilm, license_):
     result = run(pipeline, tmp_path / "out" / "meta.json", "--bilm", bilm)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -134,7 +134,9 @@ def test_unknown_precision_is_a_clear_error():
 
 def test_unsupported_hardware_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(inference_precision, "cpu_has_bf16", lambda: False)
-    with pytest.raises(ElmoOptionsError, match=r"precision = 'bf16' needs a CPU with bfloat16 instructions.*Use 'int8' or 'fp32'"):
+    with pytest.raises(
+        ElmoOptionsError, match=r"precision = 'bf16' needs a CPU with bfloat16 instructions.*Use 'int8' or 'fp32'"
+    ):
         default_bilm(precision="bf16")
     with pytest.raises(ElmoOptionsError, match="'int8' runs on the CPU only"):
         inference_precision.check_supported("int8", torch.device("cuda"))

@@ -135,7 +135,12 @@ def wiki_run(shared, tmp_path_factory):
 def synthetic_run(corpus, tmp_path_factory):
     """The same kind of run on the synthetic corpus: no shared data needed."""
     overrides = _overrides(
-        corpus, training__max_steps=40, training__log_every=10, training__eval_every=20, training__softmax="adaptive", training__adaptive_cutoffs=[10, 30]
+        corpus,
+        training__max_steps=40,
+        training__log_every=10,
+        training__eval_every=20,
+        training__softmax="adaptive",
+        training__adaptive_cutoffs=[10, 30],
     )
     return pretrain(corpus / "tiny.cfg", tmp_path_factory.mktemp("synthetic") / "out", overrides=overrides, progress=False)
 
@@ -258,8 +263,20 @@ def test_finetuning_warms_up_the_softmax_then_unfreezes_gradually(corpus, model_
 def test_ddp_two_processes_keep_identical_replicas(corpus, tmp_path):
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "spacy_elmo", "pretrain", str(corpus / "tiny.cfg"), str(out), "--no-progress"]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "spacy_elmo",
+        "pretrain",
+        str(corpus / "tiny.cfg"),
+        str(out),
+        "--no-progress",
+    ]
     for steps, extra in ((4, []), (6, ["--resume"])):
         overrides = _overrides(corpus, training__max_steps=steps, training__log_every=1)
         done = subprocess.run(command + extra + _cli_args(overrides), env=env, capture_output=True, text=True, timeout=240)
@@ -270,7 +287,9 @@ def test_ddp_two_processes_keep_identical_replicas(corpus, tmp_path):
     # Batch i goes to rank i % 2: 4 two-process steps consume exactly the first 8 batches of the stream.
     config = load_config(corpus / "tiny.cfg", _overrides(corpus))
     vocab = Vocab.load(out / "vocab.txt")
-    stream = BatchStream([corpus / "train.txt.gz"], SentenceReader(config.data), config.training.batch_tokens, config.training.seed)
+    stream = BatchStream(
+        [corpus / "train.txt.gz"], SentenceReader(config.data), config.training.batch_tokens, config.training.seed
+    )
     first_eight = itertools.islice(stream.epoch_batches(0), 8)
     assert _log(out, "train")[3]["tokens"] == sum(make_batch(b, vocab, 50).n_words for b in first_eight)
     assert json.loads((out / "metrics.json").read_text())["processes"] == 2

@@ -61,7 +61,10 @@ STEPS = 30
 
 def _sentences(n: int, seed: int):
     rng = random.Random(seed)
-    return [" ".join(f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.choice(OBJECTS)} {rng.choice(PLACES)} .".split()) for _ in range(n)]
+    return [
+        " ".join(f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.choice(OBJECTS)} {rng.choice(PLACES)} .".split())
+        for _ in range(n)
+    ]
 
 
 def _overrides(folder: Path, batch_tokens: int, **extra):
@@ -115,14 +118,26 @@ def test_two_process_gloo_run_follows_the_single_process_loss(tmp_path):
     try:
         pretrain(tmp_path / "tiny.cfg", tmp_path / "single", overrides=_overrides(tmp_path, 512), progress=False)
         pretrain(
-            tmp_path / "tiny.cfg", tmp_path / "double-step",
-            overrides=_overrides(tmp_path, 512, training__learn_rate=0.4), progress=False,
+            tmp_path / "tiny.cfg",
+            tmp_path / "double-step",
+            overrides=_overrides(tmp_path, 512, training__learn_rate=0.4),
+            progress=False,
         )
     finally:
         torch.set_num_threads(before)
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        "-m", "spacy_elmo", "pretrain", str(tmp_path / "tiny.cfg"), str(tmp_path / "ddp"), "--no-progress",
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "spacy_elmo",
+        "pretrain",
+        str(tmp_path / "tiny.cfg"),
+        str(tmp_path / "ddp"),
+        "--no-progress",
     ]
     for key, value in _overrides(tmp_path, 256).items():
         command += [f"--{key}", json.dumps(value)]

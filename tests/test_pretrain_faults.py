@@ -97,7 +97,9 @@ def _cli_args(overrides):
 
 
 def _run(corpus, out, resume=False, overwrite=False, **extra):
-    return pretrain(corpus / "tiny.cfg", out, overrides=_overrides(corpus, **extra), resume=resume, overwrite=overwrite, progress=False)
+    return pretrain(
+        corpus / "tiny.cfg", out, overrides=_overrides(corpus, **extra), resume=resume, overwrite=overwrite, progress=False
+    )
 
 
 def _weights(folder: Path):
@@ -147,7 +149,12 @@ def test_non_empty_output_dir_is_refused_and_overwrite_keeps_unknown_files(corpu
     assert all(path.read_bytes() == data for path, data in user_files.items())
 
     config = str(corpus / "tiny.cfg")
-    assert cli_main(["pretrain", config, str(out), "--overwrite", "--no-progress", *_cli_args(_overrides(corpus, training__max_steps=2))]) == 0
+    assert (
+        cli_main(
+            ["pretrain", config, str(out), "--overwrite", "--no-progress", *_cli_args(_overrides(corpus, training__max_steps=2))]
+        )
+        == 0
+    )
     assert (out / "model-best" / "important.txt").read_bytes() == b"my notes"
     assert (out / "notes.md").read_bytes() == b"keep"
     assert (out / "vocab.txt").read_text().split("\n")[:3] == ["<S>", "</S>", "<UNK>"]
@@ -372,7 +379,10 @@ def test_ctrl_c_stops_after_the_step_with_a_checkpoint(corpus, tmp_path, capsys)
         os.kill(os.getpid(), signal.SIGINT)
 
     threading.Thread(target=press_ctrl_c, daemon=True).start()
-    assert cli_main(["pretrain", str(corpus / "tiny.cfg"), str(out), "--no-progress", "--return-memory", *_cli_args(overrides)]) == 130
+    assert (
+        cli_main(["pretrain", str(corpus / "tiny.cfg"), str(out), "--no-progress", "--return-memory", *_cli_args(overrides)])
+        == 130
+    )
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("interrupted: stopped by Ctrl-C after step") and "--resume" in last
     step = int(re.search(r"after step ([\d,]+)", last).group(1).replace(",", ""))
@@ -385,7 +395,17 @@ def test_ctrl_c_stops_after_the_step_with_a_checkpoint(corpus, tmp_path, capsys)
 def test_ctrl_c_in_a_real_process_saves_a_checkpoint_and_exits_130(corpus, tmp_path):
     out = tmp_path / "out"
     overrides = _overrides(corpus, training__max_steps=100000, training__checkpoint_every=100000)
-    command = [sys.executable, "-m", "spacy_elmo", "pretrain", str(corpus / "tiny.cfg"), str(out), "--no-progress", "--threads", "1"]
+    command = [
+        sys.executable,
+        "-m",
+        "spacy_elmo",
+        "pretrain",
+        str(corpus / "tiny.cfg"),
+        str(out),
+        "--no-progress",
+        "--threads",
+        "1",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(command + _cli_args(overrides), env=env, stderr=subprocess.PIPE, text=True)
     try:
@@ -430,7 +450,10 @@ def test_a_second_ctrl_c_aborts_at_once(monkeypatch, capsys):
         raise KeyboardInterrupt
 
     monkeypatch.setattr("spacy_elmo.pretrain.trainer.pretrain", abort)
-    assert cli_main(["pretrain", str(REPO / "configs" / "pretrain_tiny.cfg"), "unused", "--return-memory", "--paths.train", "x"]) == 130
+    assert (
+        cli_main(["pretrain", str(REPO / "configs" / "pretrain_tiny.cfg"), "unused", "--return-memory", "--paths.train", "x"])
+        == 130
+    )
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("aborted by Ctrl-C")
 
@@ -474,7 +497,9 @@ class ForkServer:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        self.process = subprocess.Popen([sys.executable, "-c", FORK_SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", FORK_SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+        )
         assert json.loads(self.process.stdout.readline())["ready"]
         self.runs = 0
 

@@ -143,7 +143,11 @@ def test_an_fp32_run_resumes_in_bf16_and_a_bad_precision_names_the_setting(tmp_p
         progress=False,
     )
     assert resumed.metrics["steps"] == 8 and resumed.objective.precision == "bf16"
-    losses = {r["step"]: r["loss"] for r in map(json.loads, (tmp_path / "out" / "log.jsonl").read_text().splitlines()) if r["event"] == "train"}
+    losses = {
+        r["step"]: r["loss"]
+        for r in map(json.loads, (tmp_path / "out" / "log.jsonl").read_text().splitlines())
+        if r["event"] == "train"
+    }
     assert sorted(losses) == list(range(1, 9)) and all(loss == loss and loss < 10 for loss in losses.values())
     with pytest.raises(PretrainConfigError, match=r"\[training\] precision must be one of \['fp32', 'bf16'\]"):
         load_config(tmp_path / "tiny.cfg", {**overrides, "training.precision": "fp16"})

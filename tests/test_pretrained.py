@@ -57,12 +57,8 @@ def _serve(root: Path, handler=_CountingHandler):
     """Start a server on a free port; returns (server, thread, requests list)."""
     requests: list = []
     handler_class = type("Handler", (handler,), {"requests": requests})
-    server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(handler_class, directory=str(root))
-    )
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
-    )
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler_class, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
     thread.start()
     return server, thread, requests
 
@@ -110,9 +106,7 @@ def test_download_then_cached(mirror, cache, tiny_model):
     assert weights_path == cache / SMALL / "weights.hdf5"
     assert options_path.read_bytes() == options_src.read_bytes()
     assert weights_path.read_bytes() == weights_src.read_bytes()
-    assert sorted(requests) == sorted(
-        [f"/{SMALL}/{SMALL}_options.json", f"/{SMALL}/{SMALL}_weights.hdf5"]
-    )
+    assert sorted(requests) == sorted([f"/{SMALL}/{SMALL}_options.json", f"/{SMALL}/{SMALL}_weights.hdf5"])
     assert _files(cache) == [SMALL, f"{SMALL}/options.json", f"{SMALL}/weights.hdf5"]
 
     assert resolve_model("SMALL") == (options_path, weights_path)

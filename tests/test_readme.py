@@ -123,7 +123,13 @@ def test_no_tracked_file_holds_machine_paths():
 
 
 def test_machine_path_pattern_catches_what_it_should():
-    for text in ("/" + "work/main/x", "see /" + "root/runs", "/" + "home/alice/data", "C:" + "\\Users\\bob", "/tmp/" + "pytest-of-root/x"):
+    for text in (
+        "/" + "work/main/x",
+        "see /" + "root/runs",
+        "/" + "home/alice/data",
+        "C:" + "\\Users\\bob",
+        "/tmp/" + "pytest-of-root/x",
+    ):
         assert MACHINE_PATHS.search(text), text
     for text in ("~/.cache/spacy_elmo", "$DATA/conll2003", "spacy_elmo/default_model", "https://example.org/home/page"):
         assert not MACHINE_PATHS.search(text), text

@@ -22,8 +22,14 @@ from spacy_elmo.layers import bilm_layer
 
 TINY = {
     "lstm": {"dim": 32, "projection_dim": 16, "n_layers": 2, "cell_clip": 3, "proj_clip": 3, "use_skip_connections": True},
-    "char_cnn": {"embedding": {"dim": 4}, "filters": [[1, 8], [2, 8], [3, 12]], "n_highway": 1,
-                 "activation": "relu", "max_characters_per_token": 50, "n_characters": 262},
+    "char_cnn": {
+        "embedding": {"dim": 4},
+        "filters": [[1, 8], [2, 8], [3, 12]],
+        "n_highway": 1,
+        "activation": "relu",
+        "max_characters_per_token": 50,
+        "n_characters": 262,
+    },
 }
 TEXT = "She sat on the river bank ."
 
@@ -172,6 +178,7 @@ def test_pipelines_with_locks_can_still_be_copied(tiny_dir):
 
 # ---------------------------------------------------------------------------- saving
 
+
 def test_saving_again_does_not_rewrite_unchanged_weights(tiny_dir, tmp_path):
     nlp = make_nlp(tiny_dir, layer_cache_mb=0)
     nlp(TEXT)
@@ -215,6 +222,7 @@ def test_interrupted_save_keeps_the_previous_files(tiny_dir, tmp_path, monkeypat
 
 # ---------------------------------------------------------------------------- integrity
 
+
 def _saved(tiny_dir: Path, tmp_path: Path) -> Path:
     nlp = make_nlp(tiny_dir)
     nlp(TEXT)
@@ -246,7 +254,10 @@ def test_non_finite_weight_in_a_weights_file_is_an_error(tiny_dir, bad):
     arrays = tiny_arrays(options)
     arrays["RNN_1/RNN/MultiRNNCell/Cell1/LSTMCell/W_0"][3, 5] = bad
     write_weights(tiny_dir / "weights.hdf5", arrays)
-    with pytest.raises(ElmoWeightsError, match=r"dataset 'RNN_1/RNN/MultiRNNCell/Cell1/LSTMCell/W_0' holds 1 NaN or infinite value\(s\) \(the first at index \(3, 5\)") as info:
+    with pytest.raises(
+        ElmoWeightsError,
+        match=r"dataset 'RNN_1/RNN/MultiRNNCell/Cell1/LSTMCell/W_0' holds 1 NaN or infinite value\(s\) \(the first at index \(3, 5\)",
+    ) as info:
         ElmoBiLM.from_pretrained(tiny_dir)
     assert str(tiny_dir / "weights.hdf5") in str(info.value)
 
@@ -268,8 +279,18 @@ def test_non_finite_weight_in_a_saved_pipeline_is_an_error(tiny_dir, tmp_path):
         ("lstm", "proj_clip", -3, r"'lstm.proj_clip' must be a finite number > 0, or null .*got -3"),
         ("lstm", "cell_clip", "3", r"'lstm.cell_clip' must be a finite number > 0, or null .*got '3'"),
         ("char_cnn", "n_characters", "lots", r"'char_cnn.n_characters' must be 261 or 262 .*got 'lots'"),
-        ("char_cnn", "max_characters_per_token", 1e9, r"'char_cnn.max_characters_per_token' must be an integer in \[3, 1000\].*got 1000000000.0"),
-        ("char_cnn", "max_characters_per_token", 10**9, r"'char_cnn.max_characters_per_token' must be an integer in \[3, 1000\].*got 1000000000"),
+        (
+            "char_cnn",
+            "max_characters_per_token",
+            1e9,
+            r"'char_cnn.max_characters_per_token' must be an integer in \[3, 1000\].*got 1000000000.0",
+        ),
+        (
+            "char_cnn",
+            "max_characters_per_token",
+            10**9,
+            r"'char_cnn.max_characters_per_token' must be an integer in \[3, 1000\].*got 1000000000",
+        ),
         ("lstm", "dim", -32, r"'lstm.dim' must be an integer in \[1, 65536\], got -32"),
         ("lstm", "n_layers", True, r"'lstm.n_layers' must be an integer in \[1, 64\], got True"),
         ("char_cnn", "n_highway", 1.5, r"'char_cnn.n_highway' must be an integer in \[0, 64\], got 1.5"),
@@ -286,6 +307,7 @@ def test_options_are_numbers_in_range(tmp_path, section, field, value, expected)
 
 
 # ---------------------------------------------------------------------------- damaged pipelines
+
 
 def _rewrite_stored_bilm(model_file: Path, change) -> None:
     """Decode the component's model file down to the stored biLM, change it, encode it back."""
@@ -358,6 +380,7 @@ def test_weights_path_that_is_a_directory_is_a_clear_error(tmp_path):
 
 
 # ---------------------------------------------------------------------------- batch independence
+
 
 def test_batch_composition_changes_vectors_by_rounding_only():
     """The shipped biLM, caches off: a sentence alone and inside batches of 7 and 64 differ by

@@ -44,5 +44,9 @@ def test_layer_and_component_share_their_defaults():
     layer = ElmoBiLMLayer()
     nlp = spacy.blank("en")
     elmo = nlp.add_pipe("elmo")
-    assert layer.attrs["layer_cache_mb"] == DEFAULT_ELMO_MODEL["layer_cache_mb"] == elmo.model.get_ref("bilm").attrs["layer_cache_mb"]
+    assert (
+        layer.attrs["layer_cache_mb"]
+        == DEFAULT_ELMO_MODEL["layer_cache_mb"]
+        == elmo.model.get_ref("bilm").attrs["layer_cache_mb"]
+    )
     assert "keep_freed_memory" not in DEFAULT_ELMO_MODEL

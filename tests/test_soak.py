@@ -84,8 +84,11 @@ def test_soak_memory_is_flat_and_results_match_a_sequential_run(tiny_model):
     after_processes = rss_bytes()
 
     growth = max(after_threads, after_sequential, after_processes) / warm - 1
-    print(f"RSS after warm-up {warm / 2**20:.0f} MiB; after threads, sequential, processes: "
-          f"{after_threads / 2**20:.0f}, {after_sequential / 2**20:.0f}, {after_processes / 2**20:.0f} MiB", file=sys.stderr)
+    print(
+        f"RSS after warm-up {warm / 2**20:.0f} MiB; after threads, sequential, processes: "
+        f"{after_threads / 2**20:.0f}, {after_sequential / 2**20:.0f}, {after_processes / 2**20:.0f} MiB",
+        file=sys.stderr,
+    )
     assert growth <= 0.05
     # Sums over at most 4 tokens of values that may differ by 1e-5 each between batchings.
     np.testing.assert_allclose(threaded, sequential, rtol=0, atol=4e-5)

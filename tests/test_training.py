@@ -32,7 +32,11 @@ def conll_slice(shared, tmp_path_factory) -> Path:
 
 def _nlp_from_config(name, model_dir, **overrides):
     config = spacy.util.load_config(REPO / "configs" / name)
-    overrides = {"components.elmo.model.weights": str(model_dir / "weights.hdf5"), "components.elmo.model.options": str(model_dir / "options.json"), **overrides}
+    overrides = {
+        "components.elmo.model.weights": str(model_dir / "weights.hdf5"),
+        "components.elmo.model.options": str(model_dir / "options.json"),
+        **overrides,
+    }
     config = config.merge(spacy.util.dot_to_dict(overrides))
     return spacy.util.load_model_from_config(config, auto_fill=True, validate=True)
 
@@ -183,22 +187,57 @@ def test_spacy_train_evaluate_and_package_cli(model_dir, synthetic_corpus, tmp_p
     """The documented command lines: ``spacy train`` with the biLM chosen by override, then
     ``spacy evaluate`` and ``spacy package`` (which must declare spacy-elmo)."""
     train = [
-        sys.executable, "-m", "spacy", "train", str(REPO / "configs" / "ner_elmo.cfg"),
-        "--output", str(tmp_path / "out"),
-        "--paths.train", str(synthetic_corpus), "--paths.dev", str(synthetic_corpus),
-        "--components.elmo.model.weights", str(model_dir / "weights.hdf5"),
-        "--components.elmo.model.options", str(model_dir / "options.json"),
-        "--training.max_steps", "6", "--training.eval_frequency", "3",
+        sys.executable,
+        "-m",
+        "spacy",
+        "train",
+        str(REPO / "configs" / "ner_elmo.cfg"),
+        "--output",
+        str(tmp_path / "out"),
+        "--paths.train",
+        str(synthetic_corpus),
+        "--paths.dev",
+        str(synthetic_corpus),
+        "--components.elmo.model.weights",
+        str(model_dir / "weights.hdf5"),
+        "--components.elmo.model.options",
+        str(model_dir / "options.json"),
+        "--training.max_steps",
+        "6",
+        "--training.eval_frequency",
+        "3",
     ]
     subprocess.run(train, check=True, capture_output=True)
     best = tmp_path / "out" / "model-best"
-    evaluate = [sys.executable, "-m", "spacy", "evaluate", str(best), str(synthetic_corpus), "--output", str(tmp_path / "metrics.json")]
+    evaluate = [
+        sys.executable,
+        "-m",
+        "spacy",
+        "evaluate",
+        str(best),
+        str(synthetic_corpus),
+        "--output",
+        str(tmp_path / "metrics.json"),
+    ]
     subprocess.run(evaluate, check=True, capture_output=True)
     import json
 
     assert "ents_f" in json.loads((tmp_path / "metrics.json").read_text())
     (tmp_path / "pkg").mkdir()
-    package = [sys.executable, "-m", "spacy", "package", str(best), str(tmp_path / "pkg"), "--name", "elmo_ner", "--version", "0.0.1", "--build", "none"]
+    package = [
+        sys.executable,
+        "-m",
+        "spacy",
+        "package",
+        str(best),
+        str(tmp_path / "pkg"),
+        "--name",
+        "elmo_ner",
+        "--version",
+        "0.0.1",
+        "--build",
+        "none",
+    ]
     subprocess.run(package, check=True, capture_output=True)
     meta = json.loads(next((tmp_path / "pkg").rglob("meta.json")).read_text())
     assert any(req.startswith("spacy-elmo") for req in meta["requirements"])

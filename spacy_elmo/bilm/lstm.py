@@ -293,4 +293,3 @@ def _reverse_index(lengths: torch.Tensor, steps: int) -> torch.Tensor:
     t = torch.arange(steps, device=lengths.device).unsqueeze(1)
     lengths = lengths.unsqueeze(0)
     return torch.where(t < lengths, lengths - 1 - t, t)
-

@@ -246,9 +246,7 @@ class ElmoBiLM(nn.Module):
         inputs = vectors[slots]  # (B, T+2, P)
 
         initial_state = self._initial_state(B) if self.stateful else None
-        lstm_outputs, final_state = self.lstm(
-            inputs, lengths + 2, initial_state, None if kernels is None else kernels.lstm
-        )
+        lstm_outputs, final_state = self.lstm(inputs, lengths + 2, initial_state, None if kernels is None else kernels.lstm)
         if self.stateful:
             self._store_state(final_state)
 

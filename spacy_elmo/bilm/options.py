@@ -76,20 +76,21 @@ class ElmoOptions:
                 f"integers in [1, {MAX_WIDTH}], got {filters!r}."
             )
         max_chars = _int_in_range(
-            cnn.get("max_characters_per_token", 50), "char_cnn.max_characters_per_token", source, 3, MAX_CHARACTERS,
+            cnn.get("max_characters_per_token", 50),
+            "char_cnn.max_characters_per_token",
+            source,
+            3,
+            MAX_CHARACTERS,
             "begin-of-word, at least one byte and end-of-word; the published models use 50",
         )
         widest = max(int(w) for w, _ in filters)
         if widest > max_chars:
             raise ElmoOptionsError(
-                f"{source}: a char-CNN filter of width {widest} is wider than "
-                f"'char_cnn.max_characters_per_token' = {max_chars}."
+                f"{source}: a char-CNN filter of width {widest} is wider than 'char_cnn.max_characters_per_token' = {max_chars}."
             )
         activation = cnn.get("activation", "relu")
         if activation not in ACTIVATIONS:
-            raise ElmoOptionsError(
-                f"{source}: 'char_cnn.activation' must be one of {list(ACTIVATIONS)}, got {activation!r}."
-            )
+            raise ElmoOptionsError(f"{source}: 'char_cnn.activation' must be one of {list(ACTIVATIONS)}, got {activation!r}.")
         n_highway = cnn.get("n_highway")
         n_highway = _int_in_range(0 if n_highway is None else n_highway, "char_cnn.n_highway", source, 0, MAX_HIGHWAY)
         n_characters = cnn.get("n_characters", 262)
@@ -100,9 +101,7 @@ class ElmoOptions:
             )
         skip = lstm.get("use_skip_connections", False)
         if not isinstance(skip, bool):
-            raise ElmoOptionsError(
-                f"{source}: 'lstm.use_skip_connections' must be true or false, got {skip!r}."
-            )
+            raise ElmoOptionsError(f"{source}: 'lstm.use_skip_connections' must be true or false, got {skip!r}.")
         known = {"lstm", "char_cnn"}
         return cls(
             lstm_dim=_int_in_range(_get(lstm, "dim", source, "lstm."), "lstm.dim", source, 1, MAX_WIDTH),
@@ -219,9 +218,7 @@ def _int_in_range(value: Any, name: str, source: str, low: int, high: int, why: 
     """``value`` as an int if it is an integer (not a bool, not a float) in ``[low, high]``."""
     if not _is_int(value) or not low <= value <= high:
         reason = f" ({why})" if why else ""
-        raise ElmoOptionsError(
-            f"{source}: '{name}' must be an integer in [{low}, {high}]{reason}, got {value!r}."
-        )
+        raise ElmoOptionsError(f"{source}: '{name}' must be an integer in [{low}, {high}]{reason}, got {value!r}.")
     return int(value)
 
 
@@ -229,8 +226,5 @@ def _clip(value: Any, name: str, source: str) -> Optional[float]:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ElmoOptionsError(
-            f"{source}: '{name}' must be a finite number > 0, or null for no clipping, got {value!r}."
-        )
+        raise ElmoOptionsError(f"{source}: '{name}' must be a finite number > 0, or null for no clipping, got {value!r}.")
     return float(value)
-

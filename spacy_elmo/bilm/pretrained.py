@@ -150,8 +150,7 @@ def download_model(name: str, cache_dir: Optional[PathLike] = None, progress: bo
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise ElmoDownloadError(
-            f"Cannot create the ELMo cache directory {directory} ({err}). Set {CACHE_ENV} to a "
-            f"writable directory."
+            f"Cannot create the ELMo cache directory {directory} ({err}). Set {CACHE_ENV} to a writable directory."
         ) from None
     created: List[Path] = []
     try:
@@ -246,9 +245,10 @@ def _stream(response: Any, tmp: Path, url: str, desc: str, progress: bool) -> No
     total = int(length) if length and length.isdigit() else None
     received = 0
     show = progress and sys.stderr.isatty()
-    with open(tmp, "xb") as out, tqdm(
-        total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=desc, disable=not show
-    ) as bar:
+    with (
+        open(tmp, "xb") as out,
+        tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=desc, disable=not show) as bar,
+    ):
         while True:
             chunk = response.read(_CHUNK_BYTES)
             if not chunk:

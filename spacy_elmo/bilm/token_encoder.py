@@ -109,7 +109,8 @@ class TokenEncoder(nn.Module):
         else:
             chars = F.embedding(char_ids, char_cnn.char_embedding).transpose(1, 2)
             pooled = [
-                self.activation(F.conv1d(chars, weight, bias).amax(dim=2)) for weight, bias in zip(char_cnn.weights, char_cnn.biases)
+                self.activation(F.conv1d(chars, weight, bias).amax(dim=2))
+                for weight, bias in zip(char_cnn.weights, char_cnn.biases)
             ]
         x = torch.cat(pooled, dim=1).float()
         for highway, matmul in zip(self.highways, kernels.highways):
@@ -152,4 +153,3 @@ class TokenEncoder(nn.Module):
         arrays["CNN_proj/W_proj"] = to_numpy(self.projection)
         arrays["CNN_proj/b_proj"] = to_numpy(self.projection_bias)
         return arrays
-

@@ -27,21 +27,12 @@ BYTES_SOURCE = "<serialized weights>"
 # Errors h5py raises for unreadable, truncated or corrupted files.
 _H5_ERRORS = (OSError, RuntimeError, KeyError, ValueError, TypeError)
 
-_REDOWNLOAD = (
-    "It is likely an incomplete or corrupted download: delete it and download it again."
-)
-_RESERIALIZE = (
-    "The serialized data is incomplete or corrupted: save the pipeline again from a working copy."
-)
-_MISMATCH_FIX = (
-    "the options and weights are from different models; "
-    "pass the options.json published with these weights."
-)
+_REDOWNLOAD = "It is likely an incomplete or corrupted download: delete it and download it again."
+_RESERIALIZE = "The serialized data is incomplete or corrupted: save the pipeline again from a working copy."
+_MISMATCH_FIX = "the options and weights are from different models; pass the options.json published with these weights."
 
 
-def read_weights(
-    path: PathLike, options: ElmoOptions, *, source: Optional[str] = None
-) -> Dict[str, np.ndarray]:
+def read_weights(path: PathLike, options: ElmoOptions, *, source: Optional[str] = None) -> Dict[str, np.ndarray]:
     """Every dataset ``options`` needs, as C-contiguous float32 arrays, after checking shapes.
 
     ``source`` names the file in error messages (default: the path). Extra datasets are ignored.
@@ -61,21 +52,14 @@ def read_weights(
             f"both plain files)."
         )
     if not path.is_file():
-        raise ElmoWeightsError(
-            f"{path} is not a regular file. Pass the 'weights.hdf5' file published with your "
-            f"options.json."
-        )
+        raise ElmoWeightsError(f"{path} is not a regular file. Pass the 'weights.hdf5' file published with your options.json.")
     return _read(path, options, source, _REDOWNLOAD)
 
 
-def weights_from_bytes(
-    data: bytes, options: ElmoOptions, *, source: str = BYTES_SOURCE
-) -> Dict[str, np.ndarray]:
+def weights_from_bytes(data: bytes, options: ElmoOptions, *, source: str = BYTES_SOURCE) -> Dict[str, np.ndarray]:
     """Like :func:`read_weights`, for HDF5 content held in memory (serialised pipelines)."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise ElmoWeightsError(
-            f"{source}: expected the bytes of an HDF5 weights file, got {type(data).__name__}."
-        )
+        raise ElmoWeightsError(f"{source}: expected the bytes of an HDF5 weights file, got {type(data).__name__}.")
     return _read(io.BytesIO(bytes(data)), options, source, _RESERIALIZE)
 
 
@@ -110,10 +94,7 @@ def _prepare(arrays: Mapping[str, Any], target: str) -> List[Tuple[str, np.ndarr
     prepared = []
     for name, value in arrays.items():
         if not isinstance(name, str) or not name.strip("/"):
-            raise ElmoWeightsError(
-                f"{target}: dataset names must be non-empty strings like 'CNN_proj/W_proj', "
-                f"got {name!r}."
-            )
+            raise ElmoWeightsError(f"{target}: dataset names must be non-empty strings like 'CNN_proj/W_proj', got {name!r}.")
         try:
             array = np.ascontiguousarray(value, dtype=np.float32)
         except (TypeError, ValueError) as err:
@@ -137,21 +118,15 @@ def _write(h5: h5py.File, arrays: List[Tuple[str, np.ndarray]]) -> None:
             ) from None
 
 
-def _read(
-    target: Union[Path, io.BytesIO], options: ElmoOptions, source: str, unreadable_fix: str
-) -> Dict[str, np.ndarray]:
+def _read(target: Union[Path, io.BytesIO], options: ElmoOptions, source: str, unreadable_fix: str) -> Dict[str, np.ndarray]:
     try:
         # No file locking: reads never race our writes (those rename a finished file into
         # place), and locking fails on some read-only or network file systems.
         h5 = h5py.File(target, "r", locking=False)
     except PermissionError:
-        raise ElmoWeightsError(
-            f"{source} cannot be read: permission denied. Make the file readable for this user."
-        ) from None
+        raise ElmoWeightsError(f"{source} cannot be read: permission denied. Make the file readable for this user.") from None
     except _H5_ERRORS as err:
-        raise ElmoWeightsError(
-            f"{source} is not a readable HDF5 file ({_short(err)}). {unreadable_fix}"
-        ) from None
+        raise ElmoWeightsError(f"{source} is not a readable HDF5 file ({_short(err)}). {unreadable_fix}") from None
     with h5:
         expected = options.expected_shapes()
         _check_layout(h5, expected, options, source, unreadable_fix)
@@ -200,8 +175,7 @@ def _check_layout(
             found = (tuple(node.shape), node.dtype) if isinstance(node, h5py.Dataset) else None
         except _H5_ERRORS as err:
             raise ElmoWeightsError(
-                f"{source}: cannot read the metadata of dataset '{name}' ({_short(err)}): the "
-                f"file is corrupted. {unreadable_fix}"
+                f"{source}: cannot read the metadata of dataset '{name}' ({_short(err)}): the file is corrupted. {unreadable_fix}"
             ) from None
         if found is not None and found[0] == shape and found[1].kind == "f":
             continue
@@ -216,10 +190,7 @@ def _check_layout(
                 f"The file holds {_present(h5)}: {_MISMATCH_FIX}"
             )
         elif found[0] != shape:
-            first = (
-                f"{source}: dataset '{name}' has shape {found[0]} but {needed} {shape}: "
-                f"{_MISMATCH_FIX}"
-            )
+            first = f"{source}: dataset '{name}' has shape {found[0]} but {needed} {shape}: {_MISMATCH_FIX}"
         else:
             first = (
                 f"{source}: dataset '{name}' has dtype {found[1]}, but ELMo weights are "

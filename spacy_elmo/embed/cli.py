@@ -24,33 +24,77 @@ every line of the input."""
 
 
 def build_embed_parser(prog: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=EMBED_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog=prog, description=EMBED_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("input", help="text file (or .gz), one sentence per line, UTF-8")
     parser.add_argument("output", help="HDF5 file to write")
-    parser.add_argument("--weights", default="default", help="'default' (shipped), a published name (small, medium, original, original-5.5b), a model directory, or a weights.hdf5 file (default: %(default)s)")
+    parser.add_argument(
+        "--weights",
+        default="default",
+        help="'default' (shipped), a published name (small, medium, original, original-5.5b), a model directory, or a weights.hdf5 file (default: %(default)s)",
+    )
     parser.add_argument("--options", default=None, help="options.json, when --weights is a file without one beside it")
     layers = parser.add_mutually_exclusive_group()
-    layers.add_argument("--all", dest="output_format", action="store_const", const="all", help="every layer, (L+1, n, 2P) per line (the default)")
+    layers.add_argument(
+        "--all", dest="output_format", action="store_const", const="all", help="every layer, (L+1, n, 2P) per line (the default)"
+    )
     layers.add_argument("--top", dest="output_format", action="store_const", const="top", help="the top LSTM layer, (n, 2P)")
-    layers.add_argument("--average", dest="output_format", action="store_const", const="average", help="the mean of the layers, (n, 2P)")
+    layers.add_argument(
+        "--average", dest="output_format", action="store_const", const="average", help="the mean of the layers, (n, 2P)"
+    )
     parser.set_defaults(output_format="all")
     parser.add_argument("--batch-size", type=int, default=64, help="sentences per biLM call (default: %(default)s)")
     parser.add_argument("--shard", default="0/1", metavar="I/N", help="embed only lines i with i %% N == I (default: all lines)")
     parser.add_argument("--gpu-id", type=int, default=None, help="CUDA device to run on (default: the CPU)")
-    parser.add_argument("--spacy-tokenizer", default=None, metavar="LANG", help="tokenize with spacy.blank(LANG)'s tokenizer instead of splitting on whitespace")
-    parser.add_argument("--max-piece-length", type=int, default=256, help="longer lines are read in consecutive pieces of this many tokens (default: %(default)s)")
-    parser.add_argument("--chunk-lines", type=int, default=1024, help="lines sorted and batched together and kept as one unit of progress (default: %(default)s)")
-    parser.add_argument("--encoding-errors", choices=("strict", "replace"), default="strict", help="bytes that are not UTF-8: stop with the line number (strict, default) or read them as U+FFFD (replace)")
-    parser.add_argument("--forget-sentences", action="store_true", help="leave out the sentence_to_index dataset (it holds the text of every line)")
+    parser.add_argument(
+        "--spacy-tokenizer",
+        default=None,
+        metavar="LANG",
+        help="tokenize with spacy.blank(LANG)'s tokenizer instead of splitting on whitespace",
+    )
+    parser.add_argument(
+        "--max-piece-length",
+        type=int,
+        default=256,
+        help="longer lines are read in consecutive pieces of this many tokens (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--chunk-lines",
+        type=int,
+        default=1024,
+        help="lines sorted and batched together and kept as one unit of progress (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--encoding-errors",
+        choices=("strict", "replace"),
+        default="strict",
+        help="bytes that are not UTF-8: stop with the line number (strict, default) or read them as U+FFFD (replace)",
+    )
+    parser.add_argument(
+        "--forget-sentences",
+        action="store_true",
+        help="leave out the sentence_to_index dataset (it holds the text of every line)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--precision", default="fp32", help="fp32 (exact, the default), or bf16 / int8 matmuls: faster, approximate (README: Low precision)")
-    parser.add_argument("--force", action="store_true", help="replace an existing OUTPUT, and discard an unfinished run started with other settings")
+    parser.add_argument(
+        "--precision",
+        default="fp32",
+        help="fp32 (exact, the default), or bf16 / int8 matmuls: faster, approximate (README: Low precision)",
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an existing OUTPUT, and discard an unfinished run started with other settings",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
 
 def build_merge_parser(prog: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=MERGE_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog=prog, description=MERGE_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("output", metavar="OUT", help="merged HDF5 file to write")
     parser.add_argument("shards", metavar="SHARD", nargs="+", help="the shard files, in any order")
     parser.add_argument("--force", action="store_true", help="replace an existing OUT")
@@ -107,4 +151,3 @@ def merge_main(argv: List[str], prog: str = "python -m spacy_elmo embed-merge") 
         return 1
     print(output, file=sys.stderr)
     return 0
-

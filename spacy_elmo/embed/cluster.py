@@ -34,8 +34,13 @@ def shard_path(output: Path, shard: Shard) -> Path:
 
 
 def embed_shard(
-    input_path: str, output_path: str, weights: str, options: Optional[str], settings: EmbedSettings,
-    force: bool, threads: Optional[int],
+    input_path: str,
+    output_path: str,
+    weights: str,
+    options: Optional[str],
+    settings: EmbedSettings,
+    force: bool,
+    threads: Optional[int],
 ) -> Optional[EmbedSummary]:
     """One shard, run inside a worker; a shard file finished earlier is kept (None) unless ``force``."""
     if Path(output_path).is_file() and not force:
@@ -76,7 +81,9 @@ def embed_with_dask(
     settings.validate()
     check_output(output, force)
     if settings.shard != Shard():
-        raise EmbedSettingsError(f"settings.shard is {settings.shard}: embed_with_dask assigns the shards itself; leave it at 0/1.")
+        raise EmbedSettingsError(
+            f"settings.shard is {settings.shard}: embed_with_dask assigns the shards itself; leave it at 0/1."
+        )
     own_client = client is None
     if own_client:
         client = Client(scheduler)
@@ -89,11 +96,19 @@ def embed_with_dask(
         run_id = uuid.uuid4().hex[:8]
         futures = [
             client.submit(
-                embed_shard, str(input_path), str(shard_path(output, shard)), weights, options,
-                dataclasses.replace(settings, shard=shard), force, threads_per_shard,
+                embed_shard,
+                str(input_path),
+                str(shard_path(output, shard)),
+                weights,
+                options,
+                dataclasses.replace(settings, shard=shard),
+                force,
+                threads_per_shard,
                 key=f"spacy-elmo-embed-{shard.index}-of-{count}-{run_id}",
                 workers=[workers[shard.index % len(workers)]] if workers else None,
-                allow_other_workers=True, retries=retries, pure=False,
+                allow_other_workers=True,
+                retries=retries,
+                pure=False,
             )
             for shard in shards
         ]

@@ -25,7 +25,9 @@ def resolve_device(gpu_id: Optional[int]) -> torch.device:
     if gpu_id is None or gpu_id < 0:
         return torch.device("cpu")
     if not torch.cuda.is_available():
-        raise EmbedSettingsError(f"--gpu-id {gpu_id}: CUDA is not available here. Leave --gpu-id out (or pass -1) to run on the CPU.")
+        raise EmbedSettingsError(
+            f"--gpu-id {gpu_id}: CUDA is not available here. Leave --gpu-id out (or pass -1) to run on the CPU."
+        )
     if gpu_id >= torch.cuda.device_count():
         raise EmbedSettingsError(f"--gpu-id {gpu_id}: only {torch.cuda.device_count()} CUDA device(s) are visible (ids from 0).")
     return torch.device("cuda", gpu_id)

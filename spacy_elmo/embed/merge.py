@@ -28,8 +28,18 @@ from .partial import partial_dir
 
 # Settings that change what a line's array means; batch sizes only change float rounding.
 MUST_AGREE = (
-    "layout_version", "output_format", "tokenizer", "max_piece_length", "encoding_errors", "sentence_to_index",
-    "n_input_lines", "input_sha256", "model_sha256", "dtype", "n_layers", "dim",
+    "layout_version",
+    "output_format",
+    "tokenizer",
+    "max_piece_length",
+    "encoding_errors",
+    "sentence_to_index",
+    "n_input_lines",
+    "input_sha256",
+    "model_sha256",
+    "dtype",
+    "n_layers",
+    "dim",
 )
 
 

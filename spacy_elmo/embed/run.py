@@ -45,7 +45,9 @@ class EmbedSettings:
 
     def validate(self) -> None:
         if self.output_format not in OUTPUT_FORMATS:
-            raise EmbedSettingsError(f"output format must be one of {list(OUTPUT_FORMATS)} (--all, --top, --average), got {self.output_format!r}.")
+            raise EmbedSettingsError(
+                f"output format must be one of {list(OUTPUT_FORMATS)} (--all, --top, --average), got {self.output_format!r}."
+            )
         for name in ("batch_size", "chunk_lines", "max_piece_length"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -97,8 +99,13 @@ def embed_corpus(
         partial.start(manifest, restart=force)
         finished = partial.finished_chunks()
         bar = tqdm(
-            total=scan.n_shard_words, unit="word", unit_scale=True, file=sys.stderr, disable=not progress,
-            desc=output.name, dynamic_ncols=True,
+            total=scan.n_shard_words,
+            unit="word",
+            unit_scale=True,
+            file=sys.stderr,
+            disable=not progress,
+            desc=output.name,
+            dynamic_ncols=True,
         )
         n_chunks = 0
         try:
@@ -122,8 +129,14 @@ def embed_corpus(
         partial.remove()
     _report(settings, counts, scan)
     return EmbedSummary(
-        output, scan.n_lines, scan.n_shard_lines, counts["embedded"], counts["resumed"], counts["empty"],
-        counts["split"], scan.n_undecodable,
+        output,
+        scan.n_lines,
+        scan.n_shard_lines,
+        counts["embedded"],
+        counts["resumed"],
+        counts["empty"],
+        counts["split"],
+        scan.n_undecodable,
     )
 
 
@@ -202,7 +215,9 @@ def _assemble(
 def _report(settings: EmbedSettings, counts: Dict[str, int], scan: CorpusScan) -> None:
     if counts["empty"]:
         warnings.warn(
-            EmbedWarning(f"{counts['empty']} empty line(s) were stored as arrays with 0 tokens (AllenNLP's elmo command refuses them)."),
+            EmbedWarning(
+                f"{counts['empty']} empty line(s) were stored as arrays with 0 tokens (AllenNLP's elmo command refuses them)."
+            ),
             stacklevel=3,
         )
     if counts["split"]:
@@ -214,4 +229,6 @@ def _report(settings: EmbedSettings, counts: Dict[str, int], scan: CorpusScan) -
             stacklevel=3,
         )
     if scan.n_undecodable:
-        warnings.warn(EmbedWarning(f"{scan.n_undecodable} line(s) held bytes that are not UTF-8; they were read as U+FFFD."), stacklevel=3)
+        warnings.warn(
+            EmbedWarning(f"{scan.n_undecodable} line(s) held bytes that are not UTF-8; they were read as U+FFFD."), stacklevel=3
+        )

@@ -50,7 +50,11 @@ class ElmoShim(PyTorchShim):
     ) -> None:
         super().__init__(
             None,
-            config={"weights": settings.weights, "options": settings.options or "", "token_cache_size": settings.token_cache_size},
+            config={
+                "weights": settings.weights,
+                "options": settings.options or "",
+                "token_cache_size": settings.token_cache_size,
+            },
             mixed_precision=mixed_precision,
             grad_scaler=grad_scaler,
             serialize_model=_serialize_bilm,
@@ -156,6 +160,7 @@ def serialized_source(name: str) -> Iterator[None]:
     finally:
         _SOURCE.reset(token)
 
+
 _RESAVE = (
     "Save the pipeline again from a working copy, or copy or download it again; if it was "
     "written by a process that was killed, the write did not finish."
@@ -245,7 +250,9 @@ def elmo_shim(model: Model) -> ElmoShim:
     """The :class:`ElmoShim` that holds the biLM of an :func:`ElmoBiLMLayer`."""
     shim = model.shims[0] if model.shims else None
     if not isinstance(shim, ElmoShim):
-        raise TypeError(f"Layer {model.name!r} is not an ElmoBiLMLayer: its first shim is a {type(shim).__name__}, not an ElmoShim.")
+        raise TypeError(
+            f"Layer {model.name!r} is not an ElmoBiLMLayer: its first shim is a {type(shim).__name__}, not an ElmoShim."
+        )
     return shim
 
 

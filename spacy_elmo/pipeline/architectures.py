@@ -50,7 +50,7 @@ def ElmoBiLM_v1(
             f"{ELMO_BILM}: keep_freed_memory no longer has an effect here (it changed the whole "
             f"process's allocator whenever a pipeline was built, servers included). To keep freed "
             f"memory while training, set [initialize.before_init] @callbacks = "
-            f"\"spacy-elmo.keep_freed_memory.v1\"; remove keep_freed_memory from [components.<name>.model] "
+            f'"spacy-elmo.keep_freed_memory.v1"; remove keep_freed_memory from [components.<name>.model] '
             f"to silence this warning.",
             FutureWarning,
             stacklevel=2,
@@ -86,7 +86,9 @@ def default_model_config() -> Dict[str, Any]:
 
 
 @registry.architectures("spacy-elmo.ElmoMix.v1")
-def ElmoMix_v1(elmo: Model[List[Doc], List[Floats3d]], l2_penalty: float = 0.0, dropout: float = 0.0) -> Model[List[Doc], List[Floats2d]]:
+def ElmoMix_v1(
+    elmo: Model[List[Doc], List[Floats3d]], l2_penalty: float = 0.0, dropout: float = 0.0
+) -> Model[List[Doc], List[Floats2d]]:
     """A biLM owned by the downstream component, mixed by its scalar mix: what an
     ``ElmoListener.v1`` becomes after ``nlp.replace_listeners``."""
     return chain(elmo, ScalarMix(l2_penalty=l2_penalty, dropout=dropout))
@@ -121,7 +123,9 @@ def ElmoListener_v1(
     layer_norm: standardise each layer over the batch before mixing (upstream ``do_layer_norm``).
     """
     listener = ElmoListener(upstream, grad_factor)
-    model: Model[List[Doc], List[Floats2d]] = chain(listener, ScalarMix(l2_penalty=l2_penalty, dropout=dropout, layer_norm=layer_norm))
+    model: Model[List[Doc], List[Floats2d]] = chain(
+        listener, ScalarMix(l2_penalty=l2_penalty, dropout=dropout, layer_norm=layer_norm)
+    )
     model.set_ref("listener", listener)
     return model
 

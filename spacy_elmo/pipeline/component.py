@@ -146,7 +146,9 @@ class ElmoComponent(TrainablePipe):
             listener.set_dim("nO", self.model.get_dim("nO"))
             listener.set_dim("nL", self.model.get_dim("nL"))
 
-    def initialize(self, get_examples: Optional[Callable[[], Iterable[Example]]] = None, *, nlp: Optional[Language] = None) -> None:
+    def initialize(
+        self, get_examples: Optional[Callable[[], Iterable[Example]]] = None, *, nlp: Optional[Language] = None
+    ) -> None:
         """Load the biLM (from its files, or a download for a published name)."""
         self.model.initialize()
         for listener in self.listeners:
@@ -291,7 +293,9 @@ class ElmoComponent(TrainablePipe):
                 f"{err}): they are truncated or corrupted. Serialize the pipeline again."
             ) from None
         if not isinstance(data, dict):
-            raise ElmoWeightsError(f"The '{self.name}' component's bytes are not a serialized component. Serialize the pipeline again.")
+            raise ElmoWeightsError(
+                f"The '{self.name}' component's bytes are not a serialized component. Serialize the pipeline again."
+            )
         if "cfg" not in exclude and "cfg" in data:
             self.cfg.update(srsly.json_loads(data["cfg"]))
         if "vocab" not in exclude and "vocab" in data:

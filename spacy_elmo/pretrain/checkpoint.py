@@ -210,11 +210,19 @@ def rng_state() -> Dict[str, Any]:
     version, mt_state, gauss = random.getstate()
     numpy_state = np.random.get_state(legacy=True)
     if not isinstance(numpy_state, tuple):  # a dict only for a bit generator other than MT19937
-        raise CheckpointError("numpy's global generator is not the MT19937 that np.random.seed sets; its state cannot be checkpointed.")
+        raise CheckpointError(
+            "numpy's global generator is not the MT19937 that np.random.seed sets; its state cannot be checkpointed."
+        )
     name, keys, pos, has_gauss, cached = numpy_state
     state: Dict[str, Any] = {
         "python": [version, list(mt_state), gauss],
-        "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)},
+        "numpy": {
+            "name": name,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
@@ -227,7 +235,13 @@ def set_rng_state(state: Dict[str, Any]) -> None:
     random.setstate((version, tuple(mt_state), gauss))
     numpy_state = state["numpy"]
     np.random.set_state(
-        (numpy_state["name"], numpy_state["keys"].numpy().astype(np.uint32), numpy_state["pos"], numpy_state["has_gauss"], numpy_state["cached"])
+        (
+            numpy_state["name"],
+            numpy_state["keys"].numpy().astype(np.uint32),
+            numpy_state["pos"],
+            numpy_state["has_gauss"],
+            numpy_state["cached"],
+        )
     )
     torch.set_rng_state(state["torch"].cpu())
     cuda_states: List[torch.Tensor] = state.get("cuda") or []
@@ -261,7 +275,9 @@ def _load_verified(checkpoint: Checkpoint, map_location: Union[str, torch.device
     if missing:
         raise CheckpointError(f"{path} is incomplete (missing {', '.join(missing)})")
     if state["format"] != FORMAT_VERSION:
-        raise CheckpointError(f"{path} has format {state['format']}, this version reads {FORMAT_VERSION} (written by another version of spacy-elmo)")
+        raise CheckpointError(
+            f"{path} has format {state['format']}, this version reads {FORMAT_VERSION} (written by another version of spacy-elmo)"
+        )
     if state["step"] != checkpoint.step:
         raise CheckpointError(f"{path} holds step {state['step']} but {checkpoint.path / META_FILE} says {checkpoint.step}")
     return state
@@ -272,7 +288,9 @@ def _verify_file(path: Path, expected: Dict[str, Any]) -> None:
         raise CheckpointError(f"{path} is missing")
     size = path.stat().st_size
     if size != expected.get("bytes"):
-        raise CheckpointError(f"{path} has {size:,} bytes, {path.parent / META_FILE} recorded {expected.get('bytes')!r} (truncated or changed)")
+        raise CheckpointError(
+            f"{path} has {size:,} bytes, {path.parent / META_FILE} recorded {expected.get('bytes')!r} (truncated or changed)"
+        )
     actual = sha256_of(path)
     if actual != expected.get("sha256"):
         raise CheckpointError(

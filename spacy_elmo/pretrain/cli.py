@@ -27,14 +27,25 @@ def build_parser(prog: str = "python -m spacy_elmo pretrain") -> argparse.Argume
     )
     parser.add_argument("config", help="config file (see configs/pretrain_small.cfg and configs/pretrain_tiny.cfg)")
     parser.add_argument("output_dir", help="directory for the vocabulary, logs, checkpoint and exported models")
-    parser.add_argument("--resume", action="store_true", help="continue exactly where the run in OUTPUT_DIR stopped (its newest intact checkpoint)")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue exactly where the run in OUTPUT_DIR stopped (its newest intact checkpoint)",
+    )
     parser.add_argument(
         "--overwrite",
         action="store_true",
         help="start a new run in a non-empty OUTPUT_DIR: replaces the outputs of an earlier run there, keeps every other file",
     )
-    parser.add_argument("--gpu-id", type=int, default=None, help="CUDA device (default: 0 if CUDA is available, else the CPU); -1 forces the CPU")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads per process (default: torch's choice; cores / processes under torchrun)")
+    parser.add_argument(
+        "--gpu-id", type=int, default=None, help="CUDA device (default: 0 if CUDA is available, else the CPU); -1 forces the CPU"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads per process (default: torch's choice; cores / processes under torchrun)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (log.jsonl is written regardless)")
     parser.add_argument(
         "--return-memory",
@@ -72,6 +83,9 @@ def main(argv: Optional[List[str]] = None, prog: str = "python -m spacy_elmo pre
         print(f"interrupted: {stop}", file=sys.stderr)
         return INTERRUPTED_EXIT
     except KeyboardInterrupt:
-        print("aborted by Ctrl-C: the steps since the last checkpoint are lost (--resume continues from it, if there is one)", file=sys.stderr)
+        print(
+            "aborted by Ctrl-C: the steps since the last checkpoint are lost (--resume continues from it, if there is one)",
+            file=sys.stderr,
+        )
         return INTERRUPTED_EXIT
     return 0

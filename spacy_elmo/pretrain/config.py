@@ -63,9 +63,13 @@ class DataConfig:
         choices=("sentences", "paragraphs"),
     )
     lang: str = _setting("en", "spaCy language code of the tokenizer for format 'paragraphs'")
-    max_sentence_length: int = _setting(100, "sentences longer than this are cut into pieces of at most this many tokens", minimum=1)
+    max_sentence_length: int = _setting(
+        100, "sentences longer than this are cut into pieces of at most this many tokens", minimum=1
+    )
     min_tokens: int = _setting(1, "sentences with fewer tokens are dropped", minimum=1)
-    max_tokens: Optional[int] = _setting(None, "sentences with more tokens are dropped (tables, lists); null keeps all", minimum=1)
+    max_tokens: Optional[int] = _setting(
+        None, "sentences with more tokens are dropped (tables, lists); null keeps all", minimum=1
+    )
     shuffle_buffer: int = _setting(20000, "sentences held in the streaming shuffle buffer (1 = file order)", minimum=1)
     sort_pool: int = _setting(2000, "consecutive shuffled sentences sorted by length together, then cut into batches", minimum=1)
     pipe_batch_size: int = _setting(256, "paragraphs per nlp.pipe batch for format 'paragraphs'", minimum=1)
@@ -77,7 +81,9 @@ class VocabConfig:
 
     size: int = _setting(50000, "maximum vocabulary size, including <S>, </S> and <UNK>", minimum=4)
     min_count: int = _setting(1, "words seen fewer times are left out (they become <UNK> targets)", minimum=1)
-    max_tokens_for_vocab: int = _setting(10_000_000, "tokens counted, from the start of the training files, to build it", minimum=1)
+    max_tokens_for_vocab: int = _setting(
+        10_000_000, "tokens counted, from the start of the training files, to build it", minimum=1
+    )
     path: Optional[str] = _setting(None, "use this vocabulary file (one word per line, <S> </S> <UNK> first) instead of counting")
 
 
@@ -98,7 +104,9 @@ class CharCnnConfig:
     """[model.char_cnn]: the 'char_cnn' block of options.json."""
 
     embedding_dim: int = _setting(16, "character embedding size", minimum=1)
-    filters: List[List[int]] = _setting([[1, 32], [2, 32], [3, 64], [4, 128], [5, 256]], "[width, count] of every convolution bank")
+    filters: List[List[int]] = _setting(
+        [[1, 32], [2, 32], [3, 64], [4, 128], [5, 256]], "[width, count] of every convolution bank"
+    )
     n_highway: int = _setting(1, "highway layers after the convolutions", minimum=0)
     activation: str = _setting("relu", "activation after max-pooling", choices=("relu", "tanh"))
     max_characters_per_token: int = _setting(50, "characters per token, begin/end-of-word included", minimum=3)
@@ -112,7 +120,9 @@ class TrainingConfig:
     optimizer: str = _setting("adam", "'adam', or 'adagrad' as in bilm-tf (initial accumulator 1.0)", choices=("adam", "adagrad"))
     learn_rate: Optional[float] = _setting(None, "learning rate; null: 0.001 for adam, 0.2 for adagrad", minimum=0)
     lr_warmup_steps: int = _setting(0, "linear learning-rate warm-up from 0 over this many steps", minimum=0)
-    grad_clip: Optional[float] = _setting(None, "global gradient-norm clip; null: 1.0 for adam, 10.0 for adagrad; 0: off", minimum=0)
+    grad_clip: Optional[float] = _setting(
+        None, "global gradient-norm clip; null: 1.0 for adam, 10.0 for adagrad; 0: off", minimum=0
+    )
     dropout: float = _setting(0.1, "dropout on every LSTM layer's input and on the top output before the softmax", minimum=0)
     precision: str = _setting(
         "fp32",
@@ -123,20 +133,41 @@ class TrainingConfig:
     )
     batch_tokens: int = _setting(4096, "token slots per batch, boundaries and padding included (rows x (longest + 2))", minimum=3)
     max_steps: Optional[int] = _setting(None, "stop after this many steps (null: no limit)", minimum=0)
-    max_tokens: Optional[int] = _setting(None, "stop after this many training tokens (words, all processes; null: no limit)", minimum=0)
-    max_minutes: Optional[float] = _setting(None, "stop after this much training wall time, summed over resumes (null: no limit)", minimum=0)
+    max_tokens: Optional[int] = _setting(
+        None, "stop after this many training tokens (words, all processes; null: no limit)", minimum=0
+    )
+    max_minutes: Optional[float] = _setting(
+        None, "stop after this much training wall time, summed over resumes (null: no limit)", minimum=0
+    )
     max_epochs: Optional[int] = _setting(None, "stop after this many passes over the training data (null: no limit)", minimum=1)
     log_every: int = _setting(100, "steps between lines in log.jsonl", minimum=1)
     eval_every: int = _setting(1000, "steps between dev perplexity evaluations", minimum=1)
     eval_max_sentences: Optional[int] = _setting(None, "use only the first N dev/test sentences (null: all)", minimum=1)
-    checkpoint_every: int = _setting(1000, "steps between checkpoints (OUTPUT_DIR/checkpoint-<step>, the newest two kept)", minimum=1)
-    softmax: str = _setting("adaptive", "'adaptive' (AdaptiveLogSoftmaxWithLoss) or 'sampled' (bilm-tf's log-uniform sampled softmax)", choices=("sampled", "adaptive"))
+    checkpoint_every: int = _setting(
+        1000, "steps between checkpoints (OUTPUT_DIR/checkpoint-<step>, the newest two kept)", minimum=1
+    )
+    softmax: str = _setting(
+        "adaptive",
+        "'adaptive' (AdaptiveLogSoftmaxWithLoss) or 'sampled' (bilm-tf's log-uniform sampled softmax)",
+        choices=("sampled", "adaptive"),
+    )
     n_samples: int = _setting(8192, "negative samples per batch of the sampled softmax", minimum=1)
-    adaptive_cutoffs: List[int] = _setting([2000, 10000], "cluster boundaries of the adaptive softmax (those >= vocab size are dropped)")
+    adaptive_cutoffs: List[int] = _setting(
+        [2000, 10000], "cluster boundaries of the adaptive softmax (those >= vocab size are dropped)"
+    )
     adaptive_div_value: float = _setting(4.0, "size ratio between successive adaptive softmax clusters", minimum=1)
-    init_from: Optional[str] = _setting(None, "fine-tune: 'default', a published model name or a directory with options.json + weights.hdf5 ([model] is then ignored)")
-    warmup_softmax_steps: int = _setting(0, "fine-tune: train only the fresh softmax (biLM frozen) for this many steps", minimum=0)
-    unfreeze: str = _setting("all", "after the softmax warm-up: 'all' at once or 'gradual' (top LSTM layer first, token encoder last)", choices=("all", "gradual"))
+    init_from: Optional[str] = _setting(
+        None,
+        "fine-tune: 'default', a published model name or a directory with options.json + weights.hdf5 ([model] is then ignored)",
+    )
+    warmup_softmax_steps: int = _setting(
+        0, "fine-tune: train only the fresh softmax (biLM frozen) for this many steps", minimum=0
+    )
+    unfreeze: str = _setting(
+        "all",
+        "after the softmax warm-up: 'all' at once or 'gradual' (top LSTM layer first, token encoder last)",
+        choices=("all", "gradual"),
+    )
     unfreeze_interval: int = _setting(1000, "'gradual': steps between unfreezing one more block", minimum=1)
     layer_lr_decay: float = _setting(1.0, "learning-rate factor per block below the top LSTM layer (1.0: off)", minimum=0)
 
@@ -250,8 +281,7 @@ def _check_section_names(data: Dict[str, Any], source: str) -> None:
     for name in data:
         if name not in known_top:
             raise PretrainConfigError(
-                f"{source}: unknown section [{name}]. Known sections: "
-                f"{', '.join('[' + s + ']' for s, _ in SECTIONS)}."
+                f"{source}: unknown section [{name}]. Known sections: {', '.join('[' + s + ']' for s, _ in SECTIONS)}."
             )
     for name in data.get("model") or {}:
         if name not in ("lstm", "char_cnn"):
@@ -356,8 +386,7 @@ def _apply_override(data: Dict[str, Any], dotted: str, value: Any, source: str) 
     known = dict(SECTIONS)
     if section_name not in known:
         raise PretrainConfigError(
-            f"Override --{dotted}: unknown section [{section_name}]. Known sections: "
-            f"{', '.join('[' + s + ']' for s in known)}."
+            f"Override --{dotted}: unknown section [{section_name}]. Known sections: {', '.join('[' + s + ']' for s in known)}."
         )
     if key not in {f.name for f in fields(known[section_name])}:
         raise PretrainConfigError(

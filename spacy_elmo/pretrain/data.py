@@ -177,7 +177,9 @@ def shuffled(items: Iterable[T], buffer_size: int, rng: random.Random) -> Iterat
     yield from buffer
 
 
-def length_batches(sentences: Iterable[Sentence], batch_tokens: int, sort_pool: int, rng: random.Random) -> Iterator[List[Sentence]]:
+def length_batches(
+    sentences: Iterable[Sentence], batch_tokens: int, sort_pool: int, rng: random.Random
+) -> Iterator[List[Sentence]]:
     """Batches of similar-length sentences with ``rows × (longest + 2) <= batch_tokens``.
 
     Sentences are sorted by length within pools of ``sort_pool``; the batches of a pool come out

@@ -80,11 +80,24 @@ KEPT_CHECKPOINTS = 2
 EARLIER_TEMPORARY = re.compile(r"\.(vocab\.txt|log\.jsonl)\.[0-9a-f]{12}\.tmp")
 # Settings that fix the data stream and the model a checkpoint belongs to: a resumed run must keep them.
 RUN_SETTINGS = (
-    "data.format", "data.lang", "data.max_sentence_length", "data.min_tokens", "data.max_tokens",
-    "data.shuffle_buffer", "data.sort_pool",
-    "vocab.size", "vocab.min_count", "vocab.max_tokens_for_vocab", "vocab.path",
-    "training.seed", "training.batch_tokens", "training.softmax", "training.n_samples",
-    "training.adaptive_cutoffs", "training.adaptive_div_value", "training.init_from",
+    "data.format",
+    "data.lang",
+    "data.max_sentence_length",
+    "data.min_tokens",
+    "data.max_tokens",
+    "data.shuffle_buffer",
+    "data.sort_pool",
+    "vocab.size",
+    "vocab.min_count",
+    "vocab.max_tokens_for_vocab",
+    "vocab.path",
+    "training.seed",
+    "training.batch_tokens",
+    "training.softmax",
+    "training.n_samples",
+    "training.adaptive_cutoffs",
+    "training.adaptive_div_value",
+    "training.init_from",
 )
 
 
@@ -133,7 +146,9 @@ def pretrain(
     config = load_config(config_path, overrides)
     context = init_distributed(gpu_id)
     try:
-        trainer = Trainer(config, Path(output_dir), context, resume=resume, overwrite=overwrite, threads=threads, progress=progress)
+        trainer = Trainer(
+            config, Path(output_dir), context, resume=resume, overwrite=overwrite, threads=threads, progress=progress
+        )
         return trainer.run()
     finally:
         shutdown(context)
@@ -241,7 +256,9 @@ class Trainer:
         """Check OUTPUT_DIR on every process before any writes, then let the main one set it up."""
         out = self.output_dir
         if out.exists() and not out.is_dir():
-            raise OutputDirError(f"OUTPUT_DIR {out} is a file, not a directory. Pass the path of a directory (it is created if missing).")
+            raise OutputDirError(
+                f"OUTPUT_DIR {out} is a file, not a directory. Pass the path of a directory (it is created if missing)."
+            )
         if self.resume and self.overwrite:
             raise OutputDirError(
                 f"--resume and --overwrite contradict each other for {out}: pass --resume to continue the run "
@@ -264,7 +281,9 @@ class Trainer:
                     self._remove_previous_outputs()
                 write_text_atomic(out / "config.cfg", self.config.to_config().to_str())
             except OSError as err:
-                raise OutputDirError(f"Cannot write to OUTPUT_DIR {out}: {err}. Check its permissions and free space, or pass another directory.") from None
+                raise OutputDirError(
+                    f"Cannot write to OUTPUT_DIR {out}: {err}. Check its permissions and free space, or pass another directory."
+                ) from None
         barrier(self.context)
 
     def _check_fresh_start(self) -> None:
@@ -282,10 +301,14 @@ class Trainer:
             )
         for name in OWN_FILES:
             if (out / name).is_dir():
-                raise OutputDirError(f"{out / name} is a directory, but pretraining writes a file there. Move it away or choose a new OUTPUT_DIR.")
+                raise OutputDirError(
+                    f"{out / name} is a directory, but pretraining writes a file there. Move it away or choose a new OUTPUT_DIR."
+                )
         for name in MODEL_DIRS:
             if (out / name).exists() and not (out / name).is_dir():
-                raise OutputDirError(f"{out / name} is a file, but pretraining writes a model folder there. Move it away or choose a new OUTPUT_DIR.")
+                raise OutputDirError(
+                    f"{out / name} is a file, but pretraining writes a model folder there. Move it away or choose a new OUTPUT_DIR."
+                )
 
     def _remove_previous_outputs(self) -> None:
         """--overwrite: delete what an earlier run wrote here (so runs never mix), nothing else."""
@@ -351,7 +374,9 @@ class Trainer:
 
     def _check_run_settings(self, where: Path, recorded: Optional[Dict[str, Any]]) -> None:
         if recorded is None:
-            self.say(f"note: {where} was written by an earlier version that does not record its data settings; not checking that [paths] train and [data] match")
+            self.say(
+                f"note: {where} was written by an earlier version that does not record its data settings; not checking that [paths] train and [data] match"
+            )
             return
         current = self.run_settings()
         differences = []
@@ -365,7 +390,9 @@ class Trainer:
                 )
             else:
                 section, name = key.rsplit(".", 1)
-                differences.append(f"[{section}] {name} is {json.dumps(current[key])} now and was {json.dumps(before)} (--{key} {json.dumps(before)})")
+                differences.append(
+                    f"[{section}] {name} is {json.dumps(current[key])} now and was {json.dumps(before)} (--{key} {json.dumps(before)})"
+                )
         if differences:
             raise CheckpointError(
                 f"Cannot resume from {where}: the data stream or the model would differ from the run that wrote it "
@@ -418,7 +445,9 @@ class Trainer:
             self.bar.close()
 
     def _acknowledge_stop(self) -> None:
-        self.say(f"Ctrl-C: stopping after step {self.state.step + 1:,} with a checkpoint (press Ctrl-C again to abort without one)")
+        self.say(
+            f"Ctrl-C: stopping after step {self.state.step + 1:,} with a checkpoint (press Ctrl-C again to abort without one)"
+        )
 
     def _run(self) -> PretrainResult:
         training = self.training
