@@ -54,3 +54,26 @@ def test_a_fine_tuned_bilm_never_caches(model_dir):
     elmo.model.begin_update(docs)
     elmo.model.predict(docs)
     assert len(_cache(bilm_layer)) == 0
+
+
+def test_copies_start_with_an_empty_layer_cache(model_dir):
+    import copy
+    import pickle
+
+    from spacy_elmo.layers.bilm_layer import elmo_shim
+
+    nlp, elmo, bilm_layer = _frozen_elmo(model_dir)
+    elmo.model.begin_update([nlp.make_doc(text) for text in TEXTS])
+    assert len(_cache(bilm_layer)) > 0
+    shim = elmo_shim(bilm_layer)
+    for twin in (pickle.loads(pickle.dumps(shim)), copy.deepcopy(shim)):
+        assert twin.layer_cache is None
+    assert len(_cache(bilm_layer)) > 0
+
+
+def test_loading_other_weights_empties_the_layer_cache(model_dir):
+    nlp, elmo, bilm_layer = _frozen_elmo(model_dir)
+    elmo.model.begin_update([nlp.make_doc(text) for text in TEXTS])
+    assert len(_cache(bilm_layer)) > 0
+    elmo.from_bytes(elmo.to_bytes())
+    assert len(_cache(bilm_layer)) == 0

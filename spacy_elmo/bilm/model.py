@@ -177,6 +177,15 @@ class ElmoBiLM(nn.Module):
             self.token_cache.clear()
         return self
 
+    def weights_changed(self) -> None:
+        """Drop everything derived from the weights (token cache, low-precision copies).
+
+        Call after changing parameters in a way torch does not count as a new version, such as
+        Thinc's optimizer writing into their memory through a NumPy view.
+        """
+        self._kernels = None
+        self.token_cache.clear()
+
     def _low_precision_kernels(self) -> Optional[BiLMKernels]:
         """Prepared low-precision weights, or None when the forward pass must be float32."""
         if self.precision == "fp32":

@@ -77,6 +77,7 @@ class ElmoShim(PyTorchShim):
     def __getstate__(self) -> Dict[str, Any]:
         state = self.__dict__.copy()
         del state["lock"]
+        state["layer_cache"] = None  # a cache, not state: copies start empty
         return state
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
@@ -117,13 +118,30 @@ class ElmoShim(PyTorchShim):
     def finish_update(self, optimizer: Optimizer) -> None:
         if self._model is not None:
             super().finish_update(optimizer)
+            self._weights_changed()
             self._model.eval()
+
+    def _weights_changed(self) -> None:
+        """Forget what was computed from the old weights: Thinc's optimizer updates the
+        parameters in place without bumping torch's version counters."""
+        if self._model is not None:
+            self._model.weights_changed()
+        if self.layer_cache is not None:
+            self.layer_cache.clear()
 
     @contextmanager
     def use_params(self, params: Dict[Any, Any]) -> Iterator[None]:
         self.load()
+        prefix = f"pytorch_{self.id}_"
+        swaps = any(isinstance(key, str) and key.startswith(prefix) for key in params)
         with super().use_params(params):
-            yield
+            if swaps:
+                self._weights_changed()
+            try:
+                yield
+            finally:
+                if swaps:
+                    self._weights_changed()
 
     def to_device(self, device_type: str, device_id: int) -> None:
         if self._model is not None:
@@ -144,6 +162,8 @@ class ElmoShim(PyTorchShim):
         options = ElmoOptions.from_dict(options_data, source=options_source)
         arrays = weights_from_bytes(verified["weights"], options, source=f"{source} (its weights)")
         bilm = ElmoBiLM.from_arrays(options, arrays, token_cache_size=self.cfg.get("token_cache_size", 0))
+        if self.layer_cache is not None:
+            self.layer_cache.clear()
         return bilm.to(device).to_precision(self.precision, setting=self.setting("precision"))
 
 

@@ -27,7 +27,8 @@ class StopRequest:
 
     def __exit__(self, *exc_info: Any) -> None:
         if self._installed:
-            signal.signal(signal.SIGINT, self._previous)
+            # None: the previous handler was installed from C; the default is the closest match.
+            signal.signal(signal.SIGINT, self._previous if self._previous is not None else signal.default_int_handler)
             self._installed = False
 
     def _handle(self, signum: int, frame: Optional[FrameType]) -> None:
