@@ -149,7 +149,9 @@ def pretrain(
         trainer = Trainer(
             config, Path(output_dir), context, resume=resume, overwrite=overwrite, threads=threads, progress=progress
         )
-        return trainer.run()
+        result = trainer.run()
+        barrier(context)  # every process done with the group before any tears it down
+        return result
     finally:
         shutdown(context)
 
