@@ -396,3 +396,22 @@ def test_batch_composition_changes_vectors_by_rounding_only():
             batch = [sentences[index]] + [s for i, s in enumerate(sentences) if i != index][: size - 1]
             worst = max(worst, float(np.abs(bilm.embed_sentences(batch, batch_size=size)[0] - alone).max()))
     assert worst <= BATCH_TOLERANCE
+
+
+def test_loading_config_overrides_apply_to_a_saved_pipeline(model_dir, tmp_path):
+    from spacy_elmo.layers.bilm_layer import elmo_shim
+
+    nlp = spacy.blank("en")
+    nlp.add_pipe("elmo", config={"model": {"weights": str(model_dir), "max_batch_tokens": 4096, "layer_cache_mb": 16}})
+    nlp.initialize()
+    expected = nlp("The river bank is steep .")._.elmo_layers
+    nlp.to_disk(tmp_path / "saved")
+    overrides = {"max_batch_tokens": 7, "layer_cache_mb": 0, "token_cache_size": 5, "max_piece_length": 100}
+    loaded = spacy.load(tmp_path / "saved", config={"components": {"elmo": {"model": overrides}}})
+    model = loaded.get_pipe("elmo").model
+    attrs = {key: node.attrs[key] for node in model.walk() for key in node.attrs if key in overrides}
+    assert attrs == {"max_batch_tokens": 7, "layer_cache_mb": 0, "max_piece_length": 100}
+    bilm_layer = model.get_ref("bilm")
+    assert elmo_shim(bilm_layer).bilm.token_cache.size == 5
+    got = loaded("The river bank is steep .")._.elmo_layers
+    np.testing.assert_allclose(got, expected, atol=1e-5)

@@ -177,6 +177,10 @@ class ElmoBiLM(nn.Module):
             self.token_cache.clear()
         return self
 
+    def resize_token_cache(self, size: int) -> None:
+        """Keep at most ``size`` token vectors (0 turns the cache off); drops what it held."""
+        self.token_cache = TokenCache(size)
+
     def weights_changed(self) -> None:
         """Drop everything derived from the weights (token cache, low-precision copies).
 

@@ -310,6 +310,11 @@ class ElmoComponent(TrainablePipe):
         return self
 
     def _load_model_bytes(self, data: bytes, source: str) -> None:
+        """Load the stored biLM and the model's state; the runtime settings (batch size, piece
+        length, caches) stay those of the loading config, so overrides apply to saved pipelines."""
+        settings = [(node, dict(node.attrs)) for node in self.model.walk()]
+        bilm_layer = self.model.get_ref("bilm")
+        token_cache_size = elmo_shim(bilm_layer).cfg.get("token_cache_size")
         try:
             with serialized_source(source):
                 self.model.from_bytes(data)
@@ -321,6 +326,12 @@ class ElmoComponent(TrainablePipe):
                 f"corrupted (a process killed while writing it, a partial copy or download). "
                 f"Save the pipeline again from a working copy, or copy or download it again."
             ) from None
+        for node, attrs in settings:
+            node.attrs.update(attrs)
+        shim = elmo_shim(bilm_layer)
+        if token_cache_size is not None and shim.cfg.get("token_cache_size") != token_cache_size:
+            shim.cfg["token_cache_size"] = token_cache_size
+            shim.bilm.resize_token_cache(token_cache_size)
         self._set_frozen(self.cfg["frozen"])
 
 
