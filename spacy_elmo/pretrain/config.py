@@ -120,6 +120,12 @@ class TrainingConfig:
     optimizer: str = _setting("adam", "'adam', or 'adagrad' as in bilm-tf (initial accumulator 1.0)", choices=("adam", "adagrad"))
     learn_rate: Optional[float] = _setting(None, "learning rate; null: 0.001 for adam, 0.2 for adagrad", minimum=0)
     lr_warmup_steps: int = _setting(0, "linear learning-rate warm-up from 0 over this many steps", minimum=0)
+    lr_decay: str = _setting(
+        "none",
+        "after warm-up: 'none' (constant), or 'linear' / 'cosine' decay to 0 at the end of the budget "
+        "(max_steps or max_tokens, whichever is nearer); a run may switch on --resume",
+        choices=("none", "linear", "cosine"),
+    )
     grad_clip: Optional[float] = _setting(
         None, "global gradient-norm clip; null: 1.0 for adam, 10.0 for adagrad; 0: off", minimum=0
     )
@@ -318,6 +324,15 @@ def _has_budget(data: DataConfig, training: TrainingConfig) -> Optional[str]:
     return None
 
 
+def _decay_has_an_end(data: DataConfig, training: TrainingConfig) -> Optional[str]:
+    if training.lr_decay != "none" and not (training.max_steps or training.max_tokens):
+        return (
+            f"[training] lr_decay = {training.lr_decay!r} decays to 0 at the end of max_steps or max_tokens, "
+            f"and neither is set. Set one of them, or lr_decay = 'none'."
+        )
+    return None
+
+
 def _increasing_cutoffs(data: DataConfig, training: TrainingConfig) -> Optional[str]:
     cutoffs = list(training.adaptive_cutoffs)
     if not cutoffs or any(c < 1 for c in cutoffs) or sorted(set(cutoffs)) != cutoffs:
@@ -330,6 +345,7 @@ CROSS_CHECKS: Tuple[Callable[[DataConfig, TrainingConfig], Optional[str]], ...] 
     _batch_holds_a_sentence,
     _dropout_below_one,
     _has_budget,
+    _decay_has_an_end,
     _increasing_cutoffs,
 )
 """Checks that involve more than one setting; each returns what is wrong, or None."""

@@ -517,7 +517,7 @@ class Trainer:
             apply_freezing(self.objective, trainable)
             self.trainable = trainable
             self.log.write("trainable", step=step_index, blocks=trainable)
-        rate = scheduled_learn_rate(self.training, step_index)
+        rate = scheduled_learn_rate(self.training, step_index, self.state.tokens)
         set_learn_rate(self.optimizer, rate)
         batch = make_batch(sentences, self.vocab, self.options.max_characters_per_token).to(self.context.device)
         self.objective.train()
