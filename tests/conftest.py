@@ -204,3 +204,15 @@ def synthetic_corpus(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("synthetic-corpus") / "train.spacy"
     DocBin(docs=synthetic_docs(spacy.blank("en").vocab), store_user_data=True).to_disk(path)
     return path
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module's tests (``pytestmark = pytest.mark.usefixtures("one_thread")``):
+    tiny models gain nothing from threads, and on busy shared cores threads that wait for each other cost 10x."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -24,13 +24,7 @@ from spacy_elmo.embed.partial import PartialRun
 
 WORDS = "the a river bank money city sat ran said old new small . , London Paris John Mary 1990 café".split()
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _corpus_lines(n: int, seed: int = 0, longest: int = 20):

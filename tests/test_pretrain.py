@@ -3,16 +3,14 @@
 import gzip
 import itertools
 import json
-import os
-import random
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from pretrain_helpers import cli_args, one_thread_env, pretrain_command, synthetic_sentences, tiny_config, write_lines
 from spacy_elmo import ElmoBiLM
 from spacy_elmo.__main__ import main as cli_main
 from spacy_elmo.bilm.options import ElmoOptions
@@ -24,63 +22,19 @@ from spacy_elmo.pretrain.vocab import Vocab
 
 REPO = Path(__file__).resolve().parents[1]
 
-TINY_CONFIG = """
-[paths]
-train = null
-dev = null
-
-[data]
-format = "sentences"
-max_sentence_length = 30
-shuffle_buffer = 200
-sort_pool = 100
-
-[vocab]
-size = 300
-
-[model]
-
-[model.lstm]
-dim = 32
-projection_dim = 16
-n_layers = 2
-
-[model.char_cnn]
-embedding_dim = 4
-filters = [[1, 8], [2, 8], [3, 16]]
-n_highway = 1
-
-[training]
-learn_rate = 0.003
-batch_tokens = 512
-max_steps = 10
-log_every = 1
-eval_every = 1000
-checkpoint_every = 1000
-softmax = "sampled"
-n_samples = 64
-"""
-
-SUBJECTS = ["the cat", "a dog", "my friend", "the old teacher", "John", "Mary", "the children"]
-VERBS = ["sees", "likes", "finds", "eats", "paints", "follows"]
-OBJECTS = ["a bird", "the red ball", "an apple", "the river", "some bread", "a small house"]
-PLACES = ["", "in the garden", "at home", "near the river", "every morning"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads, and on busy shared cores threads that wait for each other cost 10x."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _synthetic_sentences(n: int, seed: int):
-    rng = random.Random(seed)
-    for _ in range(n):
-        words = f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.choice(OBJECTS)} {rng.choice(PLACES)} .".split()
-        yield " ".join(words)
+TINY_CONFIG = tiny_config(
+    {
+        "learn_rate": 0.003,
+        "batch_tokens": 512,
+        "max_steps": 10,
+        "log_every": 1,
+        "eval_every": 1000,
+        "checkpoint_every": 1000,
+        "softmax": "sampled",
+        "n_samples": 64,
+    }
+)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -88,9 +42,8 @@ def corpus(tmp_path_factory):
     """A config with a tiny architecture plus synthetic train/dev files (one sentence per line)."""
     folder = tmp_path_factory.mktemp("corpus")
     (folder / "tiny.cfg").write_text(TINY_CONFIG, encoding="utf-8")
-    with gzip.open(folder / "train.txt.gz", "wt", encoding="utf-8") as handle:
-        handle.write("\n".join(_synthetic_sentences(300, seed=1)) + "\n")
-    (folder / "dev.txt").write_text("\n".join(_synthetic_sentences(60, seed=2)) + "\n", encoding="utf-8")
+    write_lines(folder / "train.txt.gz", synthetic_sentences(300, seed=1))
+    write_lines(folder / "dev.txt", synthetic_sentences(60, seed=2))
     return folder
 
 
@@ -98,10 +51,6 @@ def _overrides(corpus, **extra):
     values = {"paths.train": str(corpus / "train.txt.gz"), "paths.dev": str(corpus / "dev.txt")}
     values.update({key.replace("__", "."): value for key, value in extra.items()})
     return values
-
-
-def _cli_args(overrides):
-    return [arg for key, value in overrides.items() for arg in (f"--{key}", json.dumps(value))]
 
 
 def _log(path: Path, event: str):
@@ -196,11 +145,11 @@ def test_elmo_component_loads_the_export(run_name, request):
 def test_resume_reproduces_the_uninterrupted_loss_curve(corpus, tmp_path):
     config = corpus / "tiny.cfg"
     full = _overrides(corpus, training__max_steps=16, training__checkpoint_every=8)
-    assert cli_main(["pretrain", str(config), str(tmp_path / "full"), "--no-progress", *_cli_args(full)]) == 0
+    assert cli_main(["pretrain", str(config), str(tmp_path / "full"), "--no-progress", *cli_args(full)]) == 0
     first = _overrides(corpus, training__max_steps=8)
-    assert cli_main(["pretrain", str(config), str(tmp_path / "split"), "--no-progress", *_cli_args(first)]) == 0
+    assert cli_main(["pretrain", str(config), str(tmp_path / "split"), "--no-progress", *cli_args(first)]) == 0
     second = _overrides(corpus, training__max_steps=16)
-    assert cli_main(["pretrain", str(config), str(tmp_path / "split"), "--resume", "--no-progress", *_cli_args(second)]) == 0
+    assert cli_main(["pretrain", str(config), str(tmp_path / "split"), "--resume", "--no-progress", *cli_args(second)]) == 0
 
     def losses(folder):
         return {r["step"]: r["loss"] for r in _log(folder, "train")}
@@ -262,24 +211,10 @@ def test_finetuning_warms_up_the_softmax_then_unfreezes_gradually(corpus, model_
 @pytest.mark.slow
 def test_ddp_two_processes_keep_identical_replicas(corpus, tmp_path):
     out = tmp_path / "ddp"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "spacy_elmo",
-        "pretrain",
-        str(corpus / "tiny.cfg"),
-        str(out),
-        "--no-progress",
-    ]
     for steps, extra in ((4, []), (6, ["--resume"])):
         overrides = _overrides(corpus, training__max_steps=steps, training__log_every=1)
-        done = subprocess.run(command + extra + _cli_args(overrides), env=env, capture_output=True, text=True, timeout=240)
+        command = pretrain_command(corpus / "tiny.cfg", out, *extra, *cli_args(overrides), processes=2)
+        done = subprocess.run(command, env=one_thread_env(), capture_output=True, text=True, timeout=240)
         assert done.returncode == 0, done.stderr[-3000:]
         replicas = _log(out, "replicas")[-1]
         assert replicas["step"] == steps and len(replicas["checksums"]) == 2 and replicas["identical"]

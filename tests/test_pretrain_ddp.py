@@ -1,70 +1,30 @@
 """Data-parallel pretraining (torchrun, gloo on CPU) learns like a single process with the same global batch."""
 
 import json
-import os
-import random
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import torch
 
+from pretrain_helpers import cli_args, one_thread_env, pretrain_command, synthetic_sentences, tiny_config, write_lines
 from spacy_elmo.pretrain import pretrain
 
-CONFIG = """
-[paths]
-train = null
-dev = null
-
-[data]
-format = "sentences"
-max_sentence_length = 30
-shuffle_buffer = 200
-sort_pool = 100
-
-[vocab]
-size = 300
-
-[model]
-
-[model.lstm]
-dim = 32
-projection_dim = 16
-n_layers = 2
-
-[model.char_cnn]
-embedding_dim = 4
-filters = [[1, 8], [2, 8], [3, 16]]
-n_highway = 1
-
-[training]
-optimizer = "adagrad"
-learn_rate = 0.2
-grad_clip = 0
-dropout = 0.0
-softmax = "adaptive"
-adaptive_cutoffs = [50, 150]
-batch_tokens = 512
-max_steps = 30
-log_every = 1
-eval_every = 30
-checkpoint_every = 1000
-"""
-
-SUBJECTS = ["the cat", "a dog", "my friend", "the old teacher", "John", "Mary", "the children"]
-VERBS = ["sees", "likes", "finds", "eats", "paints", "follows"]
-OBJECTS = ["a bird", "the red ball", "an apple", "the river", "some bread", "a small house"]
-PLACES = ["", "in the garden", "at home", "near the river", "every morning"]
+CONFIG = tiny_config(
+    {
+        "optimizer": "adagrad",
+        "learn_rate": 0.2,
+        "grad_clip": 0,
+        "dropout": 0.0,
+        "softmax": "adaptive",
+        "adaptive_cutoffs": [50, 150],
+        "batch_tokens": 512,
+        "max_steps": 30,
+        "log_every": 1,
+        "eval_every": 30,
+        "checkpoint_every": 1000,
+    }
+)
 STEPS = 30
-
-
-def _sentences(n: int, seed: int):
-    rng = random.Random(seed)
-    return [
-        " ".join(f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.choice(OBJECTS)} {rng.choice(PLACES)} .".split())
-        for _ in range(n)
-    ]
 
 
 def _overrides(folder: Path, batch_tokens: int, **extra):
@@ -93,6 +53,7 @@ def _close(a, b, loss_tolerance=0.02, ppl_tolerance=0.05) -> bool:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("one_thread")
 def test_two_process_gloo_run_follows_the_single_process_loss(tmp_path):
     """Two processes with ``batch_tokens`` 256 each against one process with 512.
 
@@ -111,37 +72,17 @@ def test_two_process_gloo_run_follows_the_single_process_loss(tmp_path):
     would do) falls outside them.
     """
     (tmp_path / "tiny.cfg").write_text(CONFIG, encoding="utf-8")
-    (tmp_path / "train.txt").write_text("\n".join(_sentences(2000, seed=1)) + "\n", encoding="utf-8")
-    (tmp_path / "dev.txt").write_text("\n".join(_sentences(100, seed=2)) + "\n", encoding="utf-8")
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        pretrain(tmp_path / "tiny.cfg", tmp_path / "single", overrides=_overrides(tmp_path, 512), progress=False)
-        pretrain(
-            tmp_path / "tiny.cfg",
-            tmp_path / "double-step",
-            overrides=_overrides(tmp_path, 512, training__learn_rate=0.4),
-            progress=False,
-        )
-    finally:
-        torch.set_num_threads(before)
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "spacy_elmo",
-        "pretrain",
-        str(tmp_path / "tiny.cfg"),
-        str(tmp_path / "ddp"),
-        "--no-progress",
-    ]
-    for key, value in _overrides(tmp_path, 256).items():
-        command += [f"--{key}", json.dumps(value)]
-    done = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    write_lines(tmp_path / "train.txt", synthetic_sentences(2000, seed=1))
+    write_lines(tmp_path / "dev.txt", synthetic_sentences(100, seed=2))
+    pretrain(tmp_path / "tiny.cfg", tmp_path / "single", overrides=_overrides(tmp_path, 512), progress=False)
+    pretrain(
+        tmp_path / "tiny.cfg",
+        tmp_path / "double-step",
+        overrides=_overrides(tmp_path, 512, training__learn_rate=0.4),
+        progress=False,
+    )
+    command = pretrain_command(tmp_path / "tiny.cfg", tmp_path / "ddp", *cli_args(_overrides(tmp_path, 256)), processes=2)
+    done = subprocess.run(command, env=one_thread_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads((tmp_path / "ddp" / "metrics.json").read_text())["processes"] == 2
 

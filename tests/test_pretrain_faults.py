@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 
+from pretrain_helpers import cli_args, one_thread_env, pretrain_command, tiny_config, write_lines
 from spacy_elmo.__main__ import main as cli_main
 from spacy_elmo.bilm.options import ElmoOptions
 from spacy_elmo.bilm.weights_io import read_weights
@@ -29,50 +30,23 @@ from spacy_elmo.pretrain.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
 
-TINY_CONFIG = """
-[paths]
-train = null
-
-[data]
-max_sentence_length = 30
-shuffle_buffer = 200
-sort_pool = 100
-
-[vocab]
-size = 300
-
-[model]
-
-[model.lstm]
-dim = 16
-projection_dim = 8
-n_layers = 2
-
-[model.char_cnn]
-embedding_dim = 4
-filters = [[1, 8], [2, 8]]
-n_highway = 1
-
-[training]
-learn_rate = 0.003
-batch_tokens = 256
-max_steps = 8
-log_every = 1
-eval_every = 1000
-checkpoint_every = 4
-softmax = "sampled"
-n_samples = 32
-"""
+TINY_CONFIG = tiny_config(
+    {
+        "learn_rate": 0.003,
+        "batch_tokens": 256,
+        "max_steps": 8,
+        "log_every": 1,
+        "eval_every": 1000,
+        "checkpoint_every": 4,
+        "softmax": "sampled",
+        "n_samples": 32,
+    },
+    model__lstm={"dim": 16, "projection_dim": 8},
+    model__char_cnn={"filters": [[1, 8], [2, 8]]},
+)
 
 WORDS = "the a cat dog bird sees likes eats river house garden small red old near at in home".split()
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -81,8 +55,8 @@ def corpus(tmp_path_factory):
     (folder / "tiny.cfg").write_text(TINY_CONFIG, encoding="utf-8")
     rng = random.Random(7)
     lines = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 9))) + " ." for _ in range(200)]
-    (folder / "train.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    (folder / "other.txt").write_text("\n".join(reversed(lines)) + "\n", encoding="utf-8")
+    write_lines(folder / "train.txt", lines)
+    write_lines(folder / "other.txt", reversed(lines))
     return folder
 
 
@@ -90,10 +64,6 @@ def _overrides(corpus, **extra):
     values = {"paths.train": str(corpus / "train.txt")}
     values.update({key.replace("__", "."): value for key, value in extra.items()})
     return values
-
-
-def _cli_args(overrides):
-    return [arg for key, value in overrides.items() for arg in (f"--{key}", json.dumps(value))]
 
 
 def _run(corpus, out, resume=False, overwrite=False, **extra):
@@ -151,7 +121,7 @@ def test_non_empty_output_dir_is_refused_and_overwrite_keeps_unknown_files(corpu
     config = str(corpus / "tiny.cfg")
     assert (
         cli_main(
-            ["pretrain", config, str(out), "--overwrite", "--no-progress", *_cli_args(_overrides(corpus, training__max_steps=2))]
+            ["pretrain", config, str(out), "--overwrite", "--no-progress", *cli_args(_overrides(corpus, training__max_steps=2))]
         )
         == 0
     )
@@ -167,7 +137,7 @@ def test_output_dir_that_is_a_file_and_contradicting_flags_are_clear_errors(corp
     path.write_text("not a directory")
     with pytest.raises(OutputDirError, match=re.escape(f"OUTPUT_DIR {path} is a file")):
         _run(corpus, path)
-    assert cli_main(["pretrain", str(corpus / "tiny.cfg"), str(path), *_cli_args(_overrides(corpus))]) == 1
+    assert cli_main(["pretrain", str(corpus / "tiny.cfg"), str(path), *cli_args(_overrides(corpus))]) == 1
     with pytest.raises(OutputDirError, match="--resume and --overwrite"):
         _run(corpus, tmp_path / "other", resume=True, overwrite=True)
 
@@ -380,7 +350,7 @@ def test_ctrl_c_stops_after_the_step_with_a_checkpoint(corpus, tmp_path, capsys)
 
     threading.Thread(target=press_ctrl_c, daemon=True).start()
     assert (
-        cli_main(["pretrain", str(corpus / "tiny.cfg"), str(out), "--no-progress", "--return-memory", *_cli_args(overrides)])
+        cli_main(["pretrain", str(corpus / "tiny.cfg"), str(out), "--no-progress", "--return-memory", *cli_args(overrides)])
         == 130
     )
     last = capsys.readouterr().err.strip().splitlines()[-1]
@@ -395,19 +365,8 @@ def test_ctrl_c_stops_after_the_step_with_a_checkpoint(corpus, tmp_path, capsys)
 def test_ctrl_c_in_a_real_process_saves_a_checkpoint_and_exits_130(corpus, tmp_path):
     out = tmp_path / "out"
     overrides = _overrides(corpus, training__max_steps=100000, training__checkpoint_every=100000)
-    command = [
-        sys.executable,
-        "-m",
-        "spacy_elmo",
-        "pretrain",
-        str(corpus / "tiny.cfg"),
-        str(out),
-        "--no-progress",
-        "--threads",
-        "1",
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(command + _cli_args(overrides), env=env, stderr=subprocess.PIPE, text=True)
+    command = pretrain_command(corpus / "tiny.cfg", out, "--threads", "1", *cli_args(overrides))
+    process = subprocess.Popen(command, env=one_thread_env(), stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
         while not _logged_steps(out) or max(_logged_steps(out)) < 3:
@@ -496,9 +455,8 @@ class ForkServer:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
         self.process = subprocess.Popen(
-            [sys.executable, "-c", FORK_SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+            [sys.executable, "-c", FORK_SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=one_thread_env()
         )
         assert json.loads(self.process.stdout.readline())["ready"]
         self.runs = 0
@@ -531,7 +489,7 @@ def test_sigkill_at_random_moments_always_resumes_from_the_last_good_checkpoint(
     server = ForkServer(tmp_path)
     try:
         base = ["pretrain", str(corpus / "tiny.cfg")]
-        settings = _cli_args(_overrides(corpus, training__max_steps=total, training__checkpoint_every=1))
+        settings = cli_args(_overrides(corpus, training__max_steps=total, training__checkpoint_every=1))
         code, whole_run, _ = server.run(base + [str(tmp_path / "uninterrupted"), "--no-progress", *settings])
         assert code == 0
         out = tmp_path / "killed"

@@ -6,6 +6,8 @@ import random
 import pytest
 import torch
 
+from conftest import tiny_options
+from pretrain_helpers import tiny_config
 from spacy_elmo.bilm.options import ElmoOptions
 from spacy_elmo.chars import PADDING_ID, encode_tokens
 from spacy_elmo.pretrain import PretrainConfigError, load_config, pretrain
@@ -14,59 +16,23 @@ from spacy_elmo.pretrain.model import build_bilm
 from spacy_elmo.pretrain.objective import BiLMObjective, build_softmax
 from spacy_elmo.pretrain.vocab import Vocab
 
-OPTIONS = {
-    "lstm": {"dim": 32, "projection_dim": 16, "n_layers": 2, "cell_clip": 3, "proj_clip": 3, "use_skip_connections": True},
-    "char_cnn": {
-        "embedding": {"dim": 4},
-        "filters": [[1, 8], [2, 8], [3, 16]],
-        "n_highway": 1,
-        "activation": "relu",
-        "max_characters_per_token": 50,
-        "n_characters": 262,
-    },
-}
+OPTIONS = tiny_options()
+OPTIONS["char_cnn"]["filters"] = [[1, 8], [2, 8], [3, 16]]  # as in CONFIG's [model.char_cnn]
 WORDS = "the a cat dog sees likes river bread house garden morning friend teacher old red small .".split()
 
-CONFIG = """
-[paths]
-train = null
-
-[data]
-format = "sentences"
-shuffle_buffer = 50
-sort_pool = 50
-
-[vocab]
-size = 40
-
-[model]
-
-[model.lstm]
-dim = 32
-projection_dim = 16
-n_layers = 2
-
-[model.char_cnn]
-embedding_dim = 4
-filters = [[1, 8], [2, 8], [3, 16]]
-n_highway = 1
-
-[training]
-batch_tokens = 256
-max_steps = 4
-log_every = 1
-checkpoint_every = 4
-softmax = "adaptive"
-adaptive_cutoffs = [10, 20]
-"""
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+CONFIG = tiny_config(
+    {
+        "batch_tokens": 256,
+        "max_steps": 4,
+        "log_every": 1,
+        "checkpoint_every": 4,
+        "softmax": "adaptive",
+        "adaptive_cutoffs": [10, 20],
+    },
+    data={"shuffle_buffer": 50, "sort_pool": 50},
+    vocab={"size": 40},
+)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _sentences(n, seed):

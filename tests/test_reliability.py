@@ -15,22 +15,12 @@ import spacy
 import srsly
 import torch
 
+from conftest import TINY_OPTIONS
 from spacy_elmo import ElmoBiLM, ElmoOptionsError, ElmoWeightsError
 from spacy_elmo.bilm.options import ElmoOptions
 from spacy_elmo.bilm.weights_io import read_weights, write_weights
 from spacy_elmo.layers import bilm_layer
 
-TINY = {
-    "lstm": {"dim": 32, "projection_dim": 16, "n_layers": 2, "cell_clip": 3, "proj_clip": 3, "use_skip_connections": True},
-    "char_cnn": {
-        "embedding": {"dim": 4},
-        "filters": [[1, 8], [2, 8], [3, 12]],
-        "n_highway": 1,
-        "activation": "relu",
-        "max_characters_per_token": 50,
-        "n_characters": 262,
-    },
-}
 TEXT = "She sat on the river bank ."
 
 
@@ -44,7 +34,7 @@ def tiny_arrays(options: ElmoOptions, seed: int = 0) -> Dict[str, np.ndarray]:
     return arrays
 
 
-def make_model_dir(folder: Path, options: Dict = TINY, seed: int = 0) -> Path:
+def make_model_dir(folder: Path, options: Dict = TINY_OPTIONS, seed: int = 0) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "options.json").write_text(json.dumps(options), encoding="utf-8")
     write_weights(folder / "weights.hdf5", tiny_arrays(ElmoOptions.from_dict(options), seed))
@@ -297,7 +287,7 @@ def test_non_finite_weight_in_a_saved_pipeline_is_an_error(tiny_dir, tmp_path):
     ],
 )
 def test_options_are_numbers_in_range(tmp_path, section, field, value, expected):
-    options = json.loads(json.dumps(TINY))
+    options = json.loads(json.dumps(TINY_OPTIONS))
     options[section][field] = value
     path = tmp_path / "options.json"
     path.write_text(json.dumps(options), encoding="utf-8")
@@ -370,13 +360,13 @@ def test_missing_weights_file_says_the_weights_file_is_missing(tmp_path):
 
 def test_weights_path_that_is_a_directory_is_a_clear_error(tmp_path):
     (tmp_path / "weights.hdf5").mkdir()
-    (tmp_path / "options.json").write_text(json.dumps(TINY), encoding="utf-8")
+    (tmp_path / "options.json").write_text(json.dumps(TINY_OPTIONS), encoding="utf-8")
     nlp = spacy.blank("en")
     nlp.add_pipe("elmo", config={"model": {"weights": str(tmp_path / "weights.hdf5")}})
     with pytest.raises(ElmoWeightsError, match=r"weights.hdf5 is a directory, not an HDF5 weights file"):
         nlp(TEXT)
     with pytest.raises(ElmoWeightsError, match=r"weights.hdf5 is a directory, not an HDF5 weights file"):
-        read_weights(tmp_path / "weights.hdf5", ElmoOptions.from_dict(TINY))
+        read_weights(tmp_path / "weights.hdf5", ElmoOptions.from_dict(TINY_OPTIONS))
 
 
 # ---------------------------------------------------------------------------- batch independence
