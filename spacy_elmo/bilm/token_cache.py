@@ -8,11 +8,12 @@ Every method holds the cache's lock: threads sharing one biLM must never see a s
 another thread has claimed but not written yet, or a table being replaced.
 """
 
-import threading
 from collections import OrderedDict
-from typing import Any, Dict, Hashable, List, Optional, Sequence, Tuple
+from typing import Hashable, List, Optional, Sequence, Tuple
 
 import torch
+
+from ..locks import PicklableLock
 
 
 class TokenCache:
@@ -25,16 +26,7 @@ class TokenCache:
         self._slots: OrderedDict[bytes, int] = OrderedDict()
         self._table: Optional[torch.Tensor] = None
         self._weights_version: Hashable = None
-        self._lock = threading.RLock()
-
-    def __getstate__(self) -> Dict[str, Any]:
-        state = self.__dict__.copy()
-        del state["_lock"]
-        return state
-
-    def __setstate__(self, state: Dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.RLock()
+        self._lock = PicklableLock(reentrant=True)
 
     def __len__(self) -> int:
         return len(self._slots)

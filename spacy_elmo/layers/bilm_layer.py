@@ -15,7 +15,6 @@ already uses every core inside one call); separate pipelines run in parallel.
 import contextvars
 import hashlib
 import json
-import threading
 from contextlib import contextmanager
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, cast
 
@@ -31,6 +30,7 @@ from ..bilm.pretrained import resolve_files
 from ..bilm.weights_io import weights_from_bytes
 from ..chars import index_batch
 from ..errors import ElmoOptionsError, ElmoWeightsError
+from ..locks import PicklableLock
 from .layer_cache import LayerCache
 from .settings import LAYER_DEFAULTS, ElmoLayerSettings
 
@@ -60,7 +60,7 @@ class ElmoShim(PyTorchShim):
             serialize_model=_serialize_bilm,
             deserialize_model=self._deserialize_bilm,
         )
-        self.lock = threading.RLock()
+        self.lock = PicklableLock(reentrant=True)
         self.precision = settings.precision
         """Inference precision of the biLM; kept out of ``cfg``, which deserialization replaces
         with the saved one, so the loading config's setting applies to saved pipelines."""
@@ -76,13 +76,8 @@ class ElmoShim(PyTorchShim):
 
     def __getstate__(self) -> Dict[str, Any]:
         state = self.__dict__.copy()
-        del state["lock"]
         state["layer_cache"] = None  # a cache, not state: copies start empty
         return state
-
-    def __setstate__(self, state: Dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self.lock = threading.RLock()
 
     @property
     def bilm(self) -> ElmoBiLM:

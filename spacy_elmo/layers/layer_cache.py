@@ -5,11 +5,12 @@ training run that sees the same sentences every epoch can skip the biLM after th
 Every method holds the cache's lock, so threads sharing one pipeline can share the cache.
 """
 
-import threading
 from collections import OrderedDict
-from typing import Any, Dict, Hashable, Optional
+from typing import Hashable, Optional
 
 from thinc.types import Floats3d
+
+from ..locks import PicklableLock
 
 
 class LayerCache:
@@ -22,16 +23,7 @@ class LayerCache:
         self.n_bytes = 0
         self.hits = 0
         self._entries: OrderedDict[Hashable, Floats3d] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def __getstate__(self) -> Dict[str, Any]:
-        state = self.__dict__.copy()
-        del state["_lock"]
-        return state
-
-    def __setstate__(self, state: Dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
+        self._lock = PicklableLock()
 
     def __len__(self) -> int:
         return len(self._entries)
