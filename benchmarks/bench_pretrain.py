@@ -6,7 +6,7 @@ tokens (words, without ``<S>``/``</S>``) per second of training-loop time, which
 batching and the optimiser but not setup or evaluation; "steady tokens/s" leaves out the first
 log interval (start-up: shuffle buffer, allocator warm-up). Data: the English Wikipedia slice
 (``shared/data/lm/wiki2014-en``), tokenised once with the same spaCy reader as format
-"paragraphs" and cached under ``/tmp/spacy_elmo_bench_pretrain/`` (never in the repository);
+"paragraphs" and cached in ``spacy_elmo_bench_pretrain/`` under the system temporary directory (never in the repository);
 vocabulary: the 50,000 most frequent words of that text.
 
 Rows (``--archs``): ``small-cfg`` is ``configs/pretrain_small.cfg`` as shipped; ``published-small``
