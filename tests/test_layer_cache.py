@@ -1,4 +1,4 @@
-"""The frozen biLM's layer cache fills during training updates only; inference just reads it."""
+"""The frozen biLM's layer cache fills in a process that trains; a process that only annotates just reads it."""
 
 import numpy as np
 import spacy
@@ -42,9 +42,26 @@ def test_training_updates_fill_it_and_inference_reads_it(model_dir):
     for a, b, c in zip(expected, trained, again):
         np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-5)
         np.testing.assert_array_equal(b, c)
-    unseen = [nlp.make_doc("A new sentence nobody trained on .")]
-    elmo.model.predict(unseen)
-    assert len(cache) == len(TEXTS)
+
+
+def test_after_training_inference_caches_too_so_evaluations_skip_the_bilm(model_dir, monkeypatch):
+    from spacy_elmo.layers import bilm_layer as module
+
+    nlp, elmo, bilm_layer = _frozen_elmo(model_dir)
+    elmo.model.begin_update([nlp.make_doc(text) for text in TEXTS])
+    dev = [nlp.make_doc("A new sentence nobody trained on ."), nlp.make_doc("Another one .")]
+    first = elmo.model.predict(dev)
+    assert len(_cache(bilm_layer)) == len(TEXTS) + len(dev)
+    calls = []
+    real_run = module._run
+    monkeypatch.setattr(module, "_run", lambda *args: calls.append(args) or real_run(*args))
+    again = elmo.model.predict(dev)
+    assert calls == []
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+    _cache(bilm_layer).clear()
+    elmo.model.predict(dev)
+    assert len(_cache(bilm_layer)) == 0, "a cleared cache forgets that this process trained"
 
 
 def test_a_fine_tuned_bilm_never_caches(model_dir):

@@ -244,7 +244,8 @@ def ElmoBiLMLayer(
     The layer's ``frozen`` attribute (False here; the ``elmo`` component sets it) makes
     training runs use the biLM without gradients; during training updates a frozen layer
     also keeps up to ``layer_cache_mb`` MiB of computed layers per token sequence and reuses
-    them (inference reads the cache but never adds to it).
+    them; inference adds to the cache only in a process that has trained (see
+    :func:`_frozen_forward`).
     """
     shim = ElmoShim(settings, mixed_precision=mixed_precision, grad_scaler=grad_scaler)
     return Model(
@@ -283,7 +284,7 @@ def bilm_options(model: Model) -> ElmoOptions:
 def forward(model: Model, sequences: TokenSequences, is_train: bool) -> Tuple[List[Floats3d], Backprop]:
     with elmo_shim(model).lock:
         if model.attrs["frozen"]:
-            return _frozen_forward(model, sequences, fill_cache=is_train), lambda d_outputs: []
+            return _frozen_forward(model, sequences, is_train), lambda d_outputs: []
         return _run(model, sequences, is_train)
 
 
@@ -297,22 +298,29 @@ def layer_cache(model: Model) -> LayerCache:
     return cache
 
 
-def _frozen_forward(model: Model, sequences: TokenSequences, fill_cache: bool = False) -> List[Floats3d]:
-    """The frozen biLM's layers, reusing cached ones; only training updates (``fill_cache``) add
-    to the cache: they revisit the same sentences every epoch, while a server's inference
-    would only grow its memory to the cache's bound."""
+def _frozen_forward(model: Model, sequences: TokenSequences, is_train: bool = False) -> List[Floats3d]:
+    """The frozen biLM's layers, reusing cached ones.
+
+    Training updates add to the cache (they revisit the same sentences every epoch), and so
+    does inference once a training update has: in ``spacy train`` that is the evaluation,
+    which reads the same dev sentences every ``eval_frequency`` steps. A process that only
+    annotates (a server) never adds, so its memory does not grow towards the cache's bound.
+    """
     cache = layer_cache(model)
-    if cache.max_bytes == 0 or (not fill_cache and len(cache) == 0):
+    if cache.max_bytes == 0 or (not is_train and len(cache) == 0):
         return _run(model, sequences, False)[0]
+    fill = is_train or cache.filled_in_training
     keys = [tuple(sequence) for sequence in sequences]
     outputs = [cache.get(key) for key in keys]
     missing = [i for i, found in enumerate(outputs) if found is None]
     if missing:
         computed, _ = _run(model, [sequences[i] for i in missing], False)
         for i, layers in zip(missing, computed):
-            if fill_cache:
+            if fill:
                 cache.put(keys[i], layers)
             outputs[i] = layers
+        if is_train:
+            cache.filled_in_training = True
     return outputs  # type: ignore[return-value]
 
 

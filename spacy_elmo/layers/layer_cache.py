@@ -22,6 +22,8 @@ class LayerCache:
         self.max_bytes = max_bytes
         self.n_bytes = 0
         self.hits = 0
+        self.filled_in_training = False
+        """Whether a training update has added to the cache: from then on inference adds too."""
         self._entries: OrderedDict[Hashable, Floats3d] = OrderedDict()
         self._lock = PicklableLock()
 
@@ -55,3 +57,4 @@ class LayerCache:
         with self._lock:
             self._entries.clear()
             self.n_bytes = 0
+            self.filled_in_training = False

@@ -27,8 +27,8 @@ class ElmoLayerSettings:
     options: the options.json of ``weights`` when it is a file without one beside it.
     token_cache_size: distinct tokens whose context-free vectors are kept between batches.
     max_batch_tokens: bound on the padded token slots the biLM runs at once.
-    layer_cache_mb: frozen biLM: MiB of layers per token sequence kept during training
-        updates, so that later epochs skip the biLM (0 turns it off).
+    layer_cache_mb: frozen biLM: MiB of layers per token sequence kept in a process that
+        trains, so that later epochs and evaluations skip the biLM (0 turns it off).
     precision: ``fp32`` (exact), ``bf16`` or ``int8``: the precision of every biLM call made
         without gradients (see :meth:`ElmoBiLM.to_precision`).
     """
