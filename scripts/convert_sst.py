@@ -3,7 +3,10 @@
 Each line becomes one Doc whose ``cats`` hold every class of the task, 1.0 for the gold
 class and 0.0 for the others (exclusive classes, as the textcat configs expect). The text
 is PTB-tokenized and contains a no-break space inside one token, so it is split on ``' '``
-only (shared/data/README.md, section 3a); the tokens are kept as they are.
+only (shared/data/README.md, section 3a). The tokens are kept, except that the treebank's
+escapes become the characters they stand for (-LRB- -> "(", \\/ -> "/", the quote pairs
+`` and '' -> '"'): running text, which the biLM was trained on and users will annotate, has
+the characters, and a biLM reads ``-LRB-`` as an unknown word.
 """
 
 from pathlib import Path
@@ -19,6 +22,15 @@ LABELS: Dict[str, List[str]] = {
     "sst2": ["negative", "positive"],
 }
 SPLITS = ("train", "dev", "test")
+PTB_ESCAPES: Dict[str, str] = {
+    **{"-LRB-": "(", "-RRB-": ")", "-LSB-": "[", "-RSB-": "]", "-LCB-": "{", "-RCB-": "}"},
+    **{"``": '"', "''": '"'},
+}
+
+
+def unescape(token: str) -> str:
+    """The text a Penn Treebank token stands for: brackets and quotes from their escapes, ``\\/`` and ``\\*`` unescaped."""
+    return PTB_ESCAPES.get(token, token.replace("\\/", "/").replace("\\*", "*"))
 
 
 def read_tsv(path: Path, labels: List[str], nlp: spacy.Language) -> DocBin:
@@ -32,7 +44,7 @@ def read_tsv(path: Path, labels: List[str], nlp: spacy.Language) -> DocBin:
             msg.fail(
                 f"{path}:{line_no}: expected 'LABEL<TAB>text' with LABEL in 0..{len(labels) - 1}, got {line[:60]!r}", exits=1
             )
-        words = text.split(" ")
+        words = [unescape(word) for word in text.split(" ")]
         doc = Doc(nlp.vocab, words=words, spaces=[True] * (len(words) - 1) + [False])
         doc.cats = {name: float(i == int(label)) for i, name in enumerate(labels)}
         doc_bin.add(doc)
