@@ -3,8 +3,10 @@
 Both directions run in the same loop: the backward stack reads every row reversed within
 its length, so that in its own time axis real steps come first, exactly as in the forward
 stack. Each step is then one batched matmul for both directions. Rows are sorted by length
-so the rows still running at step ``t`` are a prefix of the batch. The input half of every
-gate pre-activation is computed for all steps at once before the loop.
+so the rows still running at step ``t`` are a prefix of the batch. With gradients, the input
+half of every gate pre-activation is computed for all steps at once before the loop (autograd
+wants few large tensors); without, each step multiplies its own inputs, which keeps its
+pre-activations in cache.
 
 On the CPU, ``tanh`` costs about five times as much as ``sigmoid`` per element, and a step
 spends more time in its two ``tanh`` calls than in its matmul. The loop therefore uses
@@ -154,7 +156,8 @@ class ElmoLstm(nn.Module):
         """One layer over packed rows ``x`` ``(2, N, P_in)``; returns ``(2, N, P)`` and the final state."""
         B = active[0]
         H, P = layer.hidden_dim, layer.projection.shape[2]
-        step: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], LstmState]  # (gates_in, c, h) -> (c, h)
+        step: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], LstmState]  # (step_in, c, h) -> (c, h)
+        step_in: torch.Tensor  # per packed row: the input half of the pre-activations, or the inputs
         if kernels is None:
             input_weight, recurrent_weight, bias = layer.step_weights()
             projection: torch.Tensor = layer.projection
@@ -163,11 +166,20 @@ class ElmoLstm(nn.Module):
                 # Training under autocast: cast once per layer, not at every step (autocast
                 # caches only casts of parameters, and these are derived from them).
                 input_weight, recurrent_weight, projection = (w.to(dtype) for w in (input_weight, recurrent_weight, projection))
-            gates_in = torch.baddbmm(bias.unsqueeze(1), x, input_weight)  # (2, N, 4H)
-            full_step = self._step if torch.is_grad_enabled() else self._step_in_place
-            step = functools.partial(full_step, recurrent_weight=recurrent_weight, projection=projection)
+            if torch.is_grad_enabled() or dtype is not None:
+                step_in = torch.baddbmm(bias.unsqueeze(1), x, input_weight)  # (2, N, 4H)
+                step = functools.partial(self._step, recurrent_weight=recurrent_weight, projection=projection)
+            else:
+                step_in = x  # each step multiplies its own inputs (see _step_in_place)
+                step = functools.partial(
+                    self._step_in_place,
+                    input_weight=input_weight,
+                    recurrent_weight=recurrent_weight,
+                    bias=bias.unsqueeze(1),
+                    projection=projection,
+                )
         else:
-            gates_in = kernels.input(x, float32=False)  # bfloat16 in bf16 mode, added in float32 per step
+            step_in = kernels.input(x, float32=False)  # bfloat16 in bf16 mode, added in float32 per step
             step = functools.partial(self._step_low_precision, recurrent=kernels.recurrent, projection=kernels.projection)
         if state is None:
             c = x.new_zeros((2, B, H), dtype=layer.projection.dtype)  # float32 even when x is bfloat16
@@ -178,10 +190,10 @@ class ElmoLstm(nn.Module):
             c = c.clone()  # the in-place steps update the cell state they are given
         # Steps are collected and concatenated once, and their inputs are cut by one split:
         # writing each step into a preallocated tensor, or slicing each step's rows out of
-        # ``gates_in``, would make autograd fill and add a tensor of the whole layer's size
+        # ``step_in``, would make autograd fill and add a tensor of the whole layer's size
         # at every step of the backward pass (one split's backward is a single concatenation).
         sizes = [n for n in active if n > 0]
-        step_inputs = gates_in.split(sizes, dim=1)
+        step_inputs = step_in.split(sizes, dim=1)
         outputs: List[torch.Tensor] = []
         done_c: List[torch.Tensor] = []
         done_h: List[torch.Tensor] = []
@@ -221,15 +233,22 @@ class ElmoLstm(nn.Module):
 
     def _step_in_place(
         self,
-        gates_in: torch.Tensor,
+        x: torch.Tensor,
         c: torch.Tensor,
         h: torch.Tensor,
+        input_weight: torch.Tensor,
         recurrent_weight: torch.Tensor,
+        bias: torch.Tensor,
         projection: torch.Tensor,
     ) -> LstmState:
-        """:meth:`_step` without autograd, reusing buffers: the recurrent half is added into
-        ``gates_in`` (saving a copy of every step's pre-activations) and ``c`` is updated in place."""
-        i, f, o, j = gates_in.baddbmm_(h, recurrent_weight).sigmoid_().chunk(4, dim=2)
+        """:meth:`_step` without autograd from the step's inputs ``x`` ``(2, n, P_in)``, reusing
+        buffers (``c`` is updated in place).
+
+        Multiplying each step's inputs here rather than all steps' before the loop keeps the
+        pre-activations in cache: the precomputed ``(2, N, 4H)`` tensor is far larger than the
+        cache, and writing, re-reading and biasing it cost more than the matmul itself.
+        """
+        i, f, o, j = torch.baddbmm(bias, x, input_weight).baddbmm_(h, recurrent_weight).sigmoid_().chunk(4, dim=2)
         j.mul_(2.0).sub_(1.0)
         c.mul_(f).addcmul_(i, j)
         if self.cell_clip is not None:
