@@ -22,10 +22,8 @@ LABELS: Dict[str, List[str]] = {
     "sst2": ["negative", "positive"],
 }
 SPLITS = ("train", "dev", "test")
-PTB_ESCAPES: Dict[str, str] = {
-    **{"-LRB-": "(", "-RRB-": ")", "-LSB-": "[", "-RSB-": "]", "-LCB-": "{", "-RCB-": "}"},
-    **{"``": '"', "''": '"'},
-}
+BRACKETS = {"-LRB-": "(", "-RRB-": ")", "-LSB-": "[", "-RSB-": "]", "-LCB-": "{", "-RCB-": "}"}
+PTB_ESCAPES: Dict[str, str] = dict(BRACKETS, **{"``": '"', "''": '"'})
 
 
 def unescape(token: str) -> str:
