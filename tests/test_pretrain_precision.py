@@ -72,7 +72,9 @@ def test_bf16_training_is_finite_close_to_fp32_and_keeps_float32_weights():
     assert torch.equal(bf16.evaluation_sums(batches), fp32.evaluation_sums(batches))
 
 
-def test_one_matmul_char_cnn_matches_the_convolutions_also_when_the_cut_reaches_the_last_character():
+@pytest.mark.parametrize("pool", ["one matmul", "lookup"])
+def test_char_cnn_shortcuts_match_the_convolutions_also_when_the_cut_reaches_the_last_character(pool):
+    """Training under autocast pools with one matmul, inference without gradients by table lookup."""
     torch.manual_seed(0)
     encoder = build_bilm(ElmoOptions.from_dict(OPTIONS, source="test"), 0.0).token_encoder
     with torch.no_grad():
@@ -88,9 +90,17 @@ def test_one_matmul_char_cnn_matches_the_convolutions_also_when_the_cut_reaches_
         width = min(50, used + encoder.widest_filter)
         chars = torch.nn.functional.embedding(ids[:, :width], encoder.char_embedding).transpose(1, 2)
         expected = torch.cat([conv(chars).amax(dim=2) for conv in encoder.convolutions], dim=1)
+        clipped = width < used + encoder.widest_filter
         with torch.no_grad():
-            pooled = encoder._pool_one_matmul(ids[:, :width], torch.float32, clipped=width < used + encoder.widest_filter)
+            if pool == "lookup":
+                pooled = encoder._pool_by_lookup(ids[:, :width], clipped)
+            else:
+                pooled = encoder._pool_one_matmul(ids[:, :width], torch.float32, clipped)
         torch.testing.assert_close(pooled, expected, rtol=1e-6, atol=1e-6)
+        if pool == "lookup":
+            with torch.no_grad():
+                by_lookup = encoder(ids)
+            torch.testing.assert_close(by_lookup, encoder(ids).detach(), rtol=1e-6, atol=1e-6)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             low = encoder(ids)
         torch.testing.assert_close(low.float(), encoder(ids), rtol=0.05, atol=0.05)
