@@ -5,14 +5,17 @@ apply to forward passes that autograd does not record, and run on copies of the 
 prepared once from the float32 parameters, which stay as they are (saving writes them
 unchanged). Training-time bfloat16 autocast is a separate matter (:mod:`.precision`).
 
-* ``bf16``: the char CNN, highway, projection and LSTM matmuls take bfloat16 inputs and
-  weights (oneDNN/AMX on a CPU, tensor cores on CUDA), accumulate in float32 inside the
-  kernel and round their result to bfloat16; gate sums, the LSTM cell state, the clipping,
-  the residual sums and every returned layer are float32.
+* ``bf16``: the highway, projection and LSTM matmuls take bfloat16 inputs and weights
+  (oneDNN/AMX on a CPU, tensor cores on CUDA), accumulate in float32 inside the kernel and
+  round their result to bfloat16; gate sums, the LSTM cell state, the clipping, the residual
+  sums and every returned layer are float32.
 * ``int8``: the highway, token projection and LSTM input, recurrent and projection matmuls
   use int8 weights (symmetric, one scale per output column) and activations quantized on
   each call (one scale and zero point per matrix), through PyTorch's dynamic quantized
-  linear op (oneDNN engine); the char CNN and everything elementwise are float32. CPU only.
+  linear op (oneDNN engine); everything elementwise is float32. CPU only.
+
+In both, the char CNN is the float32 table lookup of fp32 inference (it has no matmul to
+speed up: :meth:`TokenEncoder._pool_by_lookup`).
 """
 
 import warnings
@@ -22,7 +25,6 @@ from typing import TYPE_CHECKING, Any, List, Optional, Sequence
 import torch
 
 from ..errors import ElmoOptionsError
-from .tensors import conv_bias
 
 if TYPE_CHECKING:
     from .model import ElmoBiLM
@@ -153,19 +155,9 @@ def _linear_int8(x: torch.Tensor, packed: Any) -> torch.Tensor:
 
 
 @dataclass
-class CharCnnKernels:
-    """bfloat16 copies of the char CNN's embedding table and convolutions."""
-
-    char_embedding: torch.Tensor
-    weights: List[torch.Tensor]
-    biases: List[torch.Tensor]
-
-
-@dataclass
 class TokenEncoderKernels:
-    """Prepared weights of the token encoder: char CNN (bf16 only; None: it runs in float32), highways, projection."""
+    """Prepared weights of the token encoder's highways and projection (its char CNN is a float32 table lookup)."""
 
-    char_cnn: Optional[CharCnnKernels]
     highways: List[LowPrecisionMatmul]
     projection: LowPrecisionMatmul
 
@@ -193,15 +185,7 @@ def prepare_kernels(bilm: "ElmoBiLM", precision: str, signature: tuple) -> BiLMK
     """Low-precision copies of the weights of ``bilm`` (an :class:`ElmoBiLM`), made without autograd."""
     with torch.no_grad():
         encoder = bilm.token_encoder
-        char_cnn = None
-        if precision == "bf16":
-            char_cnn = CharCnnKernels(
-                char_embedding=encoder.char_embedding.to(torch.bfloat16),
-                weights=[conv.weight.to(torch.bfloat16) for conv in encoder.convolutions],
-                biases=[conv_bias(conv).to(torch.bfloat16) for conv in encoder.convolutions],
-            )
         token_encoder = TokenEncoderKernels(
-            char_cnn=char_cnn,
             highways=[LowPrecisionMatmul(h.weight, h.bias, precision) for h in encoder.highways],
             projection=LowPrecisionMatmul(encoder.projection, encoder.projection_bias, precision),
         )

@@ -68,10 +68,10 @@ class TokenEncoder(nn.Module):
             return self.projection_bias.new_zeros((0, self.projection.shape[1]))
         used = int((char_ids != PADDING_ID).sum(dim=1).max())
         width = min(char_ids.shape[1], used + self.widest_filter)
-        if kernels is not None:
-            return self._forward_low_precision(char_ids[:, :width], kernels)
-        dtype = matmul_dtype(char_ids.device)
         clipped = width < used + self.widest_filter
+        if kernels is not None:
+            return self._forward_low_precision(char_ids[:, :width], clipped, kernels)
+        dtype = matmul_dtype(char_ids.device)
         if dtype is not None:
             x = self.activation(self._pool_one_matmul(char_ids[:, :width], dtype, clipped))
         elif not torch.is_grad_enabled():
@@ -140,18 +140,8 @@ class TokenEncoder(nn.Module):
         last = torch.cat([torch.full((conv.weight.shape[0],), W - conv.weight.shape[2]) for conv in self.convolutions])
         return torch.arange(W).unsqueeze(1) > last.unsqueeze(0)
 
-    def _forward_low_precision(self, char_ids: torch.Tensor, kernels: TokenEncoderKernels) -> torch.Tensor:
-        char_cnn = kernels.char_cnn
-        if char_cnn is None:
-            chars = F.embedding(char_ids, self.char_embedding).transpose(1, 2)
-            pooled = [self.activation(conv(chars).amax(dim=2)) for conv in self.convolutions]
-        else:
-            chars = F.embedding(char_ids, char_cnn.char_embedding).transpose(1, 2)
-            pooled = [
-                self.activation(F.conv1d(chars, weight, bias).amax(dim=2))
-                for weight, bias in zip(char_cnn.weights, char_cnn.biases)
-            ]
-        x = torch.cat(pooled, dim=1).float()
+    def _forward_low_precision(self, char_ids: torch.Tensor, clipped: bool, kernels: TokenEncoderKernels) -> torch.Tensor:
+        x = self.activation(self._pool_by_lookup(char_ids, clipped))
         for highway, matmul in zip(self.highways, kernels.highways):
             x = highway.combine(x, matmul(x))
         return kernels.projection(x)
