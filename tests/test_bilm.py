@@ -37,6 +37,20 @@ def test_stateless_layers_match_fixture_in_any_batch_composition(shared, fixture
         _assert_layers(output, expected[key], **TIGHT)
 
 
+@pytest.mark.parametrize("per_step_input_max_dim", [0, 10_000])
+def test_both_inference_lstm_paths_match_fixture(shared, fixture_model, fixture_sentences, monkeypatch, per_step_input_max_dim):
+    """Inference multiplies a layer's inputs per step or for all steps at once, by input width."""
+    from spacy_elmo.bilm import lstm
+
+    monkeypatch.setattr(lstm, "PER_STEP_INPUT_MAX_DIM", per_step_input_max_dim)
+    expected = _expected_stateless(shared, "allennlp_elmo")
+    bilm = ElmoBiLM.from_files(*fixture_model, token_cache_size=0)
+    sentences = [fixture_sentences[s][i] for s, i in expected]
+    outputs = bilm.embed_sentences(sentences, batch_size=4)
+    for key, output in zip(expected, outputs):
+        _assert_layers(output, expected[key], **TIGHT)
+
+
 def test_stateless_layers_do_not_depend_on_batch_composition(tiny_model, tiny_sentences):
     sentences = [s for stream in tiny_sentences for s in stream]
     alone = ElmoBiLM.from_files(*tiny_model, token_cache_size=0).embed_sentences(sentences, batch_size=1)
