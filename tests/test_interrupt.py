@@ -1,4 +1,4 @@
-"""Ctrl-C handling of long runs leaves the caller's SIGINT handler as it found it."""
+"""Ctrl-C / SIGTERM handling of long runs leaves the caller's handlers as it found them."""
 
 import signal
 
@@ -23,15 +23,29 @@ def test_a_handler_installed_from_c_is_replaced_by_the_default(monkeypatch):
     calls = []
 
     def from_c(signum, handler):
-        calls.append(handler)
-        real(signum, handler)
-        return None if len(calls) == 1 else handler  # what signal.signal returns for a C handler
+        calls.append((signum, handler))
+        previous = real(signum, handler)
+        return None if len(calls) <= 2 else previous  # signal.signal returns None for a handler installed from C
 
-    previous = signal.getsignal(signal.SIGINT)
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
     monkeypatch.setattr(signal, "signal", from_c)
     try:
         with StopRequest():
             pass
-        assert calls[-1] is signal.default_int_handler
+        restored = dict(calls[2:])
+        assert restored == {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
     finally:
-        real(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            real(signum, handler)
+
+
+def test_sigterm_asks_to_stop_like_ctrl_c_and_both_handlers_are_restored():
+    import os
+    import time
+
+    before = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    with StopRequest() as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.01)
+        assert stop.requested and stop.by == "SIGTERM"
+    assert {signum: signal.getsignal(signum) for signum in before} == before

@@ -362,7 +362,8 @@ def test_ctrl_c_stops_after_the_step_with_a_checkpoint(corpus, tmp_path, capsys)
 
 
 @pytest.mark.slow
-def test_ctrl_c_in_a_real_process_saves_a_checkpoint_and_exits_130(corpus, tmp_path):
+@pytest.mark.parametrize("signum,name", [(signal.SIGINT, "Ctrl-C"), (signal.SIGTERM, "SIGTERM")])
+def test_ctrl_c_or_sigterm_in_a_real_process_saves_a_checkpoint_and_exits_130(corpus, tmp_path, signum, name):
     out = tmp_path / "out"
     overrides = _overrides(corpus, training__max_steps=100000, training__checkpoint_every=100000)
     command = pretrain_command(corpus / "tiny.cfg", out, "--threads", "1", *cli_args(overrides))
@@ -372,14 +373,14 @@ def test_ctrl_c_in_a_real_process_saves_a_checkpoint_and_exits_130(corpus, tmp_p
         while not _logged_steps(out) or max(_logged_steps(out)) < 3:
             assert process.poll() is None and time.monotonic() < deadline, "training did not start"
             time.sleep(0.05)
-        os.kill(process.pid, signal.SIGINT)
+        os.kill(process.pid, signum)
         _, stderr = process.communicate(timeout=120)
     finally:
         process.kill()
     assert process.returncode == 130
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
     last = stderr.strip().splitlines()[-1]
-    assert last.startswith("interrupted: stopped by Ctrl-C after step") and "--resume" in last
+    assert last.startswith(f"interrupted: stopped by {name} after step") and "--resume" in last
     step = int(re.search(r"after step ([\d,]+)", last).group(1).replace(",", ""))
     assert max(_logged_steps(out)) == step and _checkpoint_names(out) == [f"checkpoint-{step}"]
     assert load_latest_checkpoint(out).state["step"] == step
@@ -414,7 +415,7 @@ def test_a_second_ctrl_c_aborts_at_once(monkeypatch, capsys):
         == 130
     )
     lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("aborted by Ctrl-C")
+    assert len(lines) == 1 and lines[0].startswith("aborted by a second Ctrl-C or SIGTERM")
 
 
 # ---------------------------------------------------------------- SIGKILL at random moments

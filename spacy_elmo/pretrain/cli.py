@@ -15,8 +15,9 @@ Pretrain (or fine-tune) an ELMo biLM on raw text. Writes OUTPUT_DIR/model-best a
 OUTPUT_DIR/model-last (options.json + weights.hdf5 in the published layout, for
 nlp.add_pipe("elmo", config={"model": {"weights": "OUTPUT_DIR/model-best"}})), plus
 vocab.txt, log.jsonl, checkpoint-<step>/ (the newest two) and metrics.json. OUTPUT_DIR
-must be empty or new unless --resume or --overwrite is given. Ctrl-C stops after the
-current step with a checkpoint (exit status 130); a second Ctrl-C aborts at once. For
+must be empty or new unless --resume or --overwrite is given. Ctrl-C or SIGTERM (what job
+schedulers send before killing) stops after the current step with a checkpoint (exit status
+130); a second one aborts at once. For
 several processes (data parallel, gloo on CPU / nccl on CUDA) run the same command under
 `torchrun --nproc_per_node N -m spacy_elmo pretrain ...`."""
 
@@ -56,7 +57,7 @@ def build_parser(prog: str = "python -m spacy_elmo pretrain") -> argparse.Argume
 
 
 def main(argv: Optional[List[str]] = None, prog: str = "python -m spacy_elmo pretrain") -> int:
-    """Parse the command line, run :func:`spacy_elmo.pretrain.pretrain`; 0 on success, 1 on a reported error, 130 on Ctrl-C."""
+    """Parse the command line, run :func:`spacy_elmo.pretrain.pretrain`; 0 on success, 1 on a reported error, 130 on Ctrl-C or SIGTERM."""
     parser = build_parser(prog)
     args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     try:
@@ -84,7 +85,7 @@ def main(argv: Optional[List[str]] = None, prog: str = "python -m spacy_elmo pre
         return INTERRUPTED_EXIT
     except KeyboardInterrupt:
         print(
-            "aborted by Ctrl-C: the steps since the last checkpoint are lost (--resume continues from it, if there is one)",
+            "aborted by a second Ctrl-C or SIGTERM: the steps since the last checkpoint are lost (--resume continues from it, if there is one)",
             file=sys.stderr,
         )
         return INTERRUPTED_EXIT

@@ -24,4 +24,4 @@ class OutputDirError(ElmoError, ValueError):
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C stopped the run after a step; the message says where the checkpoint to resume from is."""
+    """Ctrl-C or SIGTERM stopped the run after a step; the message says where the checkpoint to resume from is."""

@@ -1,39 +1,50 @@
-"""Ctrl-C during a long run: the first press asks to stop after the current step, the second aborts."""
+"""Stopping a long run: the first Ctrl-C (SIGINT) or SIGTERM asks to stop after the current
+step, a second one aborts. Job schedulers (SLURM, Kubernetes, systemd) send SIGTERM and wait a
+while before SIGKILL, which a step and a checkpoint fit into."""
 
 import signal
 import threading
 from types import FrameType
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Dict, Optional
+
+SIGNAL_NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
+"""The signals that ask to stop, by the name messages give them."""
 
 
 class StopRequest:
-    """While active, SIGINT sets :attr:`requested` (and calls ``on_request``) instead of raising.
+    """While active, SIGINT and SIGTERM set :attr:`requested` and :attr:`by` (and call
+    ``on_request``) instead of ending the process.
 
-    A second SIGINT raises :class:`KeyboardInterrupt` at once. Outside the main thread, where
-    Python cannot install signal handlers, Ctrl-C keeps its default behaviour.
+    A second signal raises :class:`KeyboardInterrupt` at once. Outside the main thread, where
+    Python cannot install signal handlers, both keep their default behaviour.
     """
 
     def __init__(self, on_request: Optional[Callable[[], None]] = None) -> None:
         self.on_request = on_request
         self.requested = False
-        self._previous: Any = None
-        self._installed = False
+        self.by = ""
+        """The name of the signal that asked to stop ("Ctrl-C" or "SIGTERM")."""
+        self._previous: Dict[int, Any] = {}
 
     def __enter__(self) -> "StopRequest":
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-            self._installed = True
+            self._previous = {signum: signal.signal(signum, self._handle) for signum in SIGNAL_NAMES}
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
-        if self._installed:
+        for signum, previous in self._previous.items():
             # None: the previous handler was installed from C; the default is the closest match.
-            signal.signal(signal.SIGINT, self._previous if self._previous is not None else signal.default_int_handler)
-            self._installed = False
+            signal.signal(signum, previous if previous is not None else _default_handler(signum))
+        self._previous = {}
 
     def _handle(self, signum: int, frame: Optional[FrameType]) -> None:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
+        self.by = SIGNAL_NAMES.get(signal.Signals(signum), "a signal")
         if self.on_request is not None:
             self.on_request()
+
+
+def _default_handler(signum: int) -> Any:
+    return signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL

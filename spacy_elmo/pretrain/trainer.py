@@ -141,7 +141,7 @@ def pretrain(
 
     ``output_dir`` must be empty or missing unless ``resume`` (continue from its newest intact
     checkpoint) or ``overwrite`` (replace this command's own outputs there, keep other files).
-    Ctrl-C stops after the current step with a checkpoint and raises :class:`TrainingInterrupted`.
+    Ctrl-C or SIGTERM stops after the current step with a checkpoint and raises :class:`TrainingInterrupted`.
     """
     config = load_config(config_path, overrides)
     context = init_distributed(gpu_id)
@@ -447,9 +447,8 @@ class Trainer:
             self.bar.close()
 
     def _acknowledge_stop(self) -> None:
-        self.say(
-            f"Ctrl-C: stopping after step {self.state.step + 1:,} with a checkpoint (press Ctrl-C again to abort without one)"
-        )
+        by = self.stop_request.by
+        self.say(f"{by}: stopping after step {self.state.step + 1:,} with a checkpoint ({by} again aborts without one)")
 
     def _run(self) -> PretrainResult:
         training = self.training
@@ -495,7 +494,7 @@ class Trainer:
             self._checkpoint()
         self.log.write("interrupted", step=self.state.step, tokens=self.state.tokens)
         raise TrainingInterrupted(
-            f"stopped by Ctrl-C after step {self.state.step:,}; checkpoint {self.checkpoints[-1]} saved, "
+            f"stopped by {self.stop_request.by or 'Ctrl-C or SIGTERM'} after step {self.state.step:,}; checkpoint {self.checkpoints[-1]} saved, "
             f"continue with the same command plus --resume"
         )
 
@@ -507,7 +506,7 @@ class Trainer:
         )
 
     def _train_step(self, sentences: List[List[str]]) -> Tuple[Dict[str, float], bool, bool]:
-        """One optimiser step; also returns whether the time limit is reached and whether Ctrl-C asked to stop.
+        """One optimiser step; also returns whether the time limit is reached and whether Ctrl-C or SIGTERM asked to stop.
 
         Both flags go through the all-reduce with the loss, so that every process stops after the same step.
         """
@@ -563,7 +562,7 @@ class Trainer:
             "lr": rate,
         }
         self._last_lr = rate
-        # A lone process also honours a Ctrl-C that arrived after the all-reduce, at the end of this step.
+        # A lone process also honours a stop request that arrived after the all-reduce, at the end of this step.
         interrupted = bool(totals[5] > 0) or (world == 1 and self.stop_request.requested)
         return stats, bool(totals[4] > 0), interrupted
 
