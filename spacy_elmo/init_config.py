@@ -44,7 +44,7 @@ LISTENER = {
     "upstream": ELMO_COMPONENT,
     "grad_factor": 1.0,
     "l2_penalty": 0.001,
-    "dropout": 0.0,
+    "dropout": 0.1,
 }
 # The embeddings and encoder of spaCy's default tok2vec, for a component that had none.
 DEFAULT_WIDTH = 96

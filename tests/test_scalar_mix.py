@@ -1,4 +1,4 @@
-"""ScalarMix: its hand-written backward pass against finite differences, and the layer norm."""
+"""ScalarMix: its hand-written backward pass against finite differences, the layer norm, its own dropout."""
 
 from typing import Callable, List
 
@@ -70,3 +70,21 @@ def test_layer_norm_standardises_each_layer_over_the_batch():
     assert abs(chosen.mean()) < 1e-9
     assert abs(chosen.std() - 1.0) < 1e-6
     np.testing.assert_allclose(mix_coefficients(mix), [0.0, 1.0, 0.0], atol=1e-12)
+
+
+@pytest.mark.parametrize("own,training", [(0.0, 0.5), (0.3, 0.0)])
+def test_the_mix_keeps_its_own_dropout_whatever_spacy_training_sets(own, training):
+    """spaCy's update sets every layer's ``dropout_rate`` to ``[training] dropout``; the mix's
+    configured rate must survive it (it once did not: the setting had no effect in spacy train)."""
+    from thinc.api import set_dropout_rate
+
+    from spacy_elmo.pipeline.architectures import ElmoListener_v1
+
+    listener = ElmoListener_v1(dropout=own)
+    set_dropout_rate(listener, training)
+    mix = listener.layers[-1]
+    layers = [np.ones((3, 200, 8), dtype="f")]
+    mix.initialize(X=layers)
+    outputs, _ = mix(layers, is_train=True)
+    dropped = float((outputs[0] == 0).mean())
+    assert dropped == pytest.approx(own, abs=0.05)

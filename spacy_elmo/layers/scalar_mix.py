@@ -2,7 +2,8 @@
 
 ``w`` starts at 0 (uniform weights) and ``γ`` at 1. An optional L2 penalty ``λ Σ w²`` (the
 paper used λ = 0.001) is added as its gradient, ``2λw``, since Thinc layers have no loss
-of their own; optional dropout applies to the mixed vectors. With ``layer_norm`` each layer
+of their own; optional dropout applies to the mixed vectors (its own rate, which
+``[training] dropout`` does not change). With ``layer_norm`` each layer
 is first standardised by one mean and variance over every token and dimension of the batch,
 as the upstream ``do_layer_norm`` (docs/design.md §6).
 """
@@ -13,6 +14,8 @@ from thinc.api import Model, Ops
 from thinc.types import Floats1d, Floats2d, Floats3d
 
 LAYER_NORM_EPS = 1e-12
+MIX_DROPOUT = "mix_dropout"
+"""The attribute holding the mix's own dropout rate."""
 
 
 def ScalarMix(
@@ -29,7 +32,8 @@ def ScalarMix(
         init=init,
         dims={"nL": n_layers},
         params={"weights": None, "gamma": None},
-        attrs={"l2_penalty": l2_penalty, "dropout_rate": dropout, "layer_norm": layer_norm},
+        # Not "dropout_rate": spaCy's update sets every layer's "dropout_rate" to [training] dropout.
+        attrs={"l2_penalty": l2_penalty, MIX_DROPOUT: dropout, "layer_norm": layer_norm},
     )
 
 
@@ -82,7 +86,7 @@ def forward(model: Model, layers: List[Floats3d], is_train: bool) -> Tuple[List[
     scale = gamma[0]
     mixed = [ops.xp.tensordot(s, X, axes=1) for X in layers]
     outputs = [scale * m for m in mixed]
-    rate = model.attrs["dropout_rate"] if is_train else 0.0
+    rate = model.attrs[MIX_DROPOUT] if is_train else 0.0
     masks = [ops.get_dropout_mask(Y.shape, rate) for Y in outputs] if rate else []
     if rate:
         outputs = [Y * mask for Y, mask in zip(outputs, masks)]
