@@ -284,7 +284,7 @@ def bilm_options(model: Model) -> ElmoOptions:
 def forward(model: Model, sequences: TokenSequences, is_train: bool) -> Tuple[List[Floats3d], Backprop]:
     with elmo_shim(model).lock:
         if model.attrs["frozen"]:
-            return _frozen_forward(model, sequences, is_train), lambda d_outputs: []
+            return _frozen_forward(model, sequences, is_train=is_train), lambda d_outputs: []
         return _run(model, sequences, is_train)
 
 
