@@ -311,19 +311,21 @@ def report_lines(results: Sequence[Dict[str, Any]]) -> List[str]:
             lines += [
                 f"### {task}",
                 "",
-                "| train sentences | system | seeds | dev | test | test per seed | Δ test vs baseline | words/s | wall s/run |",
-                "|---:|---|---:|---:|---:|---|---:|---:|---:|",
+                "| train sentences | system | seeds | dev | test | test per seed | Δ test vs baseline | every seed above every baseline seed | words/s | wall s/run |",
+                "|---:|---|---:|---:|---:|---|---:|---|---:|---:|",
             ]
         base = [headline(r["test"]) for r in systems.get("baseline", [])]
         for system, runs in systems.items():
             dev = [headline(r["dev"]) for r in runs]
             test = [headline(r["test"]) for r in runs]
-            gain = "–" if system == "baseline" or not base else f"{statistics.mean(test) - statistics.mean(base):+.2f}"
+            compared = system != "baseline" and bool(base)
+            gain = f"{statistics.mean(test) - statistics.mean(base):+.2f}" if compared else "–"
+            above = ("yes" if min(test) > max(base) else "no") if compared else "–"
             wps = statistics.mean(r["words_per_second"] for r in runs)
             wall = statistics.mean(r["train_seconds"] for r in runs)
             lines.append(
                 f"| {runs[0]['train_sentences']:,} | {system} | {len(runs)} | {mean_std(dev)} | {mean_std(test)} | "
-                f"{', '.join(f'{t:.2f}' for t in test)} | {gain} | {wps:,.0f} | {wall:,.0f} |"
+                f"{', '.join(f'{t:.2f}' for t in test)} | {gain} | {above} | {wps:,.0f} | {wall:,.0f} |"
             )
     lines.append("")
     return lines
