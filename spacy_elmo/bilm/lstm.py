@@ -10,9 +10,11 @@ which keeps its pre-activations in cache (``PER_STEP_INPUT_MAX_DIM``).
 
 On the CPU, ``tanh`` costs about five times as much as ``sigmoid`` per element, and a step
 spends more time in its two ``tanh`` calls than in its matmul. The loop therefore uses
-``tanh(x) = 2 * sigmoid(2x) - 1`` (absolute error below 2e-7): the candidate gate's columns
-are scaled by 2 (exact in floating point) and moved last, so one ``sigmoid`` covers all four
-gates. The parameters themselves stay in the file's layout.
+``tanh(x) = 2 * sigmoid(2x) - 1`` (absolute error below 2e-7), so one ``sigmoid`` covers all
+four gates: with autograd on a derived copy of the weights whose candidate columns are scaled
+by 2 (exact in floating point) and moved last; without, on the parameters as they are, by
+doubling each step's candidate pre-activations in place (no copy of the weights per call).
+The parameters themselves stay in the file's layout.
 """
 
 import functools
@@ -163,7 +165,19 @@ class ElmoLstm(nn.Module):
         H, P = layer.hidden_dim, layer.projection.shape[2]
         step: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], LstmState]  # (step_in, c, h) -> (c, h)
         step_in: torch.Tensor  # per packed row: the input half of the pre-activations, or the inputs
-        if kernels is None:
+        if kernels is None and not torch.is_grad_enabled() and matmul_dtype(x.device) is None:
+            # Inference in float32: the parameters as they are (gate blocks in file order), so
+            # no reordered copy of the weights is made per call; the bias is added per step,
+            # into data already in cache, rather than copied into all steps' pre-activations.
+            bias = layer.gate_bias().unsqueeze(1)
+            step_weights = {"recurrent_weight": layer.recurrent_weight, "projection": layer.projection}
+            if x.shape[2] <= PER_STEP_INPUT_MAX_DIM:
+                step_in = x  # each step multiplies its own inputs
+                step = functools.partial(self._step_from_inputs, input_weight=layer.input_weight, bias=bias, **step_weights)
+            else:
+                step_in = torch.bmm(x, layer.input_weight)  # (2, N, 4H)
+                step = functools.partial(self._step_from_input_half, bias=bias, **step_weights)
+        elif kernels is None:
             input_weight, recurrent_weight, bias = layer.step_weights()
             projection: torch.Tensor = layer.projection
             dtype = matmul_dtype(x.device)
@@ -171,20 +185,8 @@ class ElmoLstm(nn.Module):
                 # Training under autocast: cast once per layer, not at every step (autocast
                 # caches only casts of parameters, and these are derived from them).
                 input_weight, recurrent_weight, projection = (w.to(dtype) for w in (input_weight, recurrent_weight, projection))
-            in_place = not torch.is_grad_enabled() and dtype is None
-            if in_place and x.shape[2] <= PER_STEP_INPUT_MAX_DIM:
-                step_in = x  # each step multiplies its own inputs
-                step = functools.partial(
-                    self._step_from_inputs,
-                    input_weight=input_weight,
-                    bias=bias.unsqueeze(1),
-                    recurrent_weight=recurrent_weight,
-                    projection=projection,
-                )
-            else:
-                step_in = torch.baddbmm(bias.unsqueeze(1), x, input_weight)  # (2, N, 4H)
-                full_step = self._step_in_place if in_place else self._step
-                step = functools.partial(full_step, recurrent_weight=recurrent_weight, projection=projection)
+            step_in = torch.baddbmm(bias.unsqueeze(1), x, input_weight)  # (2, N, 4H)
+            step = functools.partial(self._step, recurrent_weight=recurrent_weight, projection=projection)
         else:
             step_in = kernels.input(x, float32=False)  # bfloat16 in bf16 mode, added in float32 per step
             step = functools.partial(self._step_low_precision, recurrent=kernels.recurrent, projection=kernels.projection)
@@ -230,7 +232,7 @@ class ElmoLstm(nn.Module):
         the order of :meth:`BiLstmLayer.step_weights`."""
         gates = torch.baddbmm(gates_in, h, recurrent_weight)
         i, f, o, j2 = torch.sigmoid(gates).chunk(4, dim=2)
-        c = torch.addcmul(f * c, i, 2.0 * j2 - 1.0)  # the in-place step's arithmetic, bit for bit
+        c = torch.addcmul(f * c, i, 2.0 * j2 - 1.0)  # the in-place step's elementwise arithmetic
         if self.cell_clip is not None:
             c = c.clamp(-self.cell_clip, self.cell_clip)
         h = torch.bmm(o * (2.0 * torch.sigmoid(2.0 * c) - 1.0), projection)
@@ -240,15 +242,20 @@ class ElmoLstm(nn.Module):
 
     def _step_in_place(
         self,
-        gates_in: torch.Tensor,
+        gates: torch.Tensor,
         c: torch.Tensor,
         h: torch.Tensor,
         recurrent_weight: torch.Tensor,
         projection: torch.Tensor,
     ) -> LstmState:
-        """:meth:`_step` without autograd, reusing buffers: the recurrent half is added into
-        ``gates_in`` (saving a copy of every step's pre-activations) and ``c`` is updated in place."""
-        i, f, o, j = gates_in.baddbmm_(h, recurrent_weight).sigmoid_().chunk(4, dim=2)
+        """:meth:`_step` without autograd, on the file's gate order ``i, j, f, o``, reusing
+        buffers: ``gates`` (the input half and bias) receives the recurrent half and becomes the
+        activations, and ``c`` is updated in place. Doubling ``j`` here gives ``tanh`` from the
+        same ``sigmoid`` call, with the arithmetic of the reordered weights (scaling by 2 is exact)."""
+        gates.baddbmm_(h, recurrent_weight)
+        H = c.shape[2]
+        gates[:, :, H : 2 * H].mul_(2.0)
+        i, j, f, o = gates.sigmoid_().chunk(4, dim=2)
         j.mul_(2.0).sub_(1.0)
         c.mul_(f).addcmul_(i, j)
         if self.cell_clip is not None:
@@ -269,9 +276,20 @@ class ElmoLstm(nn.Module):
         recurrent_weight: torch.Tensor,
         projection: torch.Tensor,
     ) -> LstmState:
-        """:meth:`_step_in_place` from the step's inputs ``x`` ``(2, n, P_in)`` rather than a
-        slice of the precomputed input half (see ``PER_STEP_INPUT_MAX_DIM``)."""
+        """:meth:`_step_in_place` from the step's inputs ``x`` ``(2, n, P_in)`` (see ``PER_STEP_INPUT_MAX_DIM``)."""
         return self._step_in_place(torch.baddbmm(bias, x, input_weight), c, h, recurrent_weight, projection)
+
+    def _step_from_input_half(
+        self,
+        input_half: torch.Tensor,
+        c: torch.Tensor,
+        h: torch.Tensor,
+        bias: torch.Tensor,
+        recurrent_weight: torch.Tensor,
+        projection: torch.Tensor,
+    ) -> LstmState:
+        """:meth:`_step_in_place` from the step's slice of the precomputed ``x W_in`` (overwritten)."""
+        return self._step_in_place(input_half.add_(bias), c, h, recurrent_weight, projection)
 
     def _step_low_precision(
         self,
