@@ -292,15 +292,19 @@ def git_commit() -> str:
     return result.stdout.strip()
 
 
-def print_header(args: argparse.Namespace, words: int, sentences: int) -> None:
+def print_run_header(title: str, threads: int) -> None:
+    """The title, when, on what (CPU, versions, threads, commit) and the command line."""
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    command = shlex.join([Path(sys.executable).name, *sys.argv])
-    print("# spacy_elmo inference benchmark\n")
+    print(f"# {title}\n")
     print(
         f"{now} · CPU: {cpu_model()} ({os.cpu_count()} logical cores) · Python {platform.python_version()} · "
-        f"torch {torch.__version__} · spaCy {spacy.__version__} · {args.threads} threads · commit {git_commit()}\n"
+        f"torch {torch.__version__} · spaCy {spacy.__version__} · {threads} threads · commit {git_commit()}\n"
     )
-    print(f"Command: `{command}`\n")
+    print(f"Command: `{shlex.join([Path(sys.executable).name, *sys.argv])}`\n")
+
+
+def print_header(args: argparse.Namespace, words: int, sentences: int) -> None:
+    print_run_header("spacy_elmo inference benchmark", args.threads)
     print(
         f"Data: the first {sentences} sentences of {MIN_TOKENS}–{MAX_TOKENS} tokens of CoNLL-2003 dev, "
         f"{words:,} words; batch {args.batch_size}; eval mode, no grad; all layers. "

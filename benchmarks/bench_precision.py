@@ -16,11 +16,8 @@ package, the one whose accuracy numbers mean something.
 """
 
 import argparse
-import datetime
 import gc
 import os
-import platform
-import shlex
 import statistics
 import sys
 import time
@@ -31,7 +28,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_inference import REPO, cpu_model, git_commit, model_files, read_sentences
+from bench_inference import REPO, model_files, print_run_header, read_sentences
 from spacy_elmo.bilm.inference_precision import INFERENCE_PRECISIONS, check_precision
 from spacy_elmo.bilm.memory import keep_freed_memory
 from spacy_elmo.bilm.model import ElmoBiLM
@@ -121,6 +118,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--shared", type=Path, default=Path(default_shared), help="the shared folder (bench/, data/)")
     args = parser.parse_args(argv)
     args.arch_list = [arch.strip() for arch in args.archs.split(",") if arch.strip()]
+    return checked_precisions_and_repeats(parser, args)
+
+
+def checked_precisions_and_repeats(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
+    """``args`` with ``precision_list`` parsed from ``--precisions``; exits on ``--repeats`` < 1."""
     args.precision_list = [check_precision(p.strip(), "--precisions") for p in args.precisions.split(",") if p.strip()]
     if args.repeats < 1:
         parser.error("--repeats must be >= 1")
@@ -133,13 +135,7 @@ def main(argv: Sequence[str]) -> None:
     kept = keep_freed_memory()
     sentences = read_sentences(args.shared / "data" / "conll2003" / "dev.txt", args.sentences)
     words = sum(len(sentence) for sentence in sentences)
-    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    print("# spacy_elmo precision benchmark\n")
-    print(
-        f"{now} · CPU: {cpu_model()} ({os.cpu_count()} logical cores) · Python {platform.python_version()} · "
-        f"torch {torch.__version__} · {args.threads} threads · commit {git_commit()}\n"
-    )
-    print(f"Command: `{shlex.join([Path(sys.executable).name, *sys.argv])}`\n")
+    print_run_header("spacy_elmo precision benchmark", args.threads)
     print(
         f"Data: the first {len(sentences)} sentences of 15–30 tokens of CoNLL-2003 dev, {words:,} words; "
         f"batch {args.batch_size}; no token cache; median of {args.repeats} timed passes per precision, "

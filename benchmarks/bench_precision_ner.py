@@ -11,10 +11,6 @@ the timed passes, alternated between precisions after one untimed pass each).
 """
 
 import argparse
-import datetime
-import os
-import platform
-import shlex
 import statistics
 import sys
 import time
@@ -26,8 +22,9 @@ import torch
 from spacy.training import Corpus
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_inference import cpu_model, git_commit
-from spacy_elmo.bilm.inference_precision import INFERENCE_PRECISIONS, check_precision
+from bench_inference import print_run_header
+from bench_precision import checked_precisions_and_repeats
+from spacy_elmo.bilm.inference_precision import INFERENCE_PRECISIONS
 
 
 def load(pipeline: Path, precision: str) -> spacy.Language:
@@ -74,23 +71,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     )
     parser.add_argument("--repeats", type=int, default=1, help="timed passes per precision (median reported)")
     parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args(argv)
-    args.precision_list = [check_precision(p.strip(), "--precisions") for p in args.precisions.split(",") if p.strip()]
-    if args.repeats < 1:
-        parser.error("--repeats must be >= 1")
-    return args
+    return checked_precisions_and_repeats(parser, parser.parse_args(argv))
 
 
 def main(argv: Sequence[str]) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    print("# spacy_elmo: NER accuracy per inference precision\n")
-    print(
-        f"{now} · CPU: {cpu_model()} ({os.cpu_count()} logical cores) · Python {platform.python_version()} · "
-        f"torch {torch.__version__} · spaCy {spacy.__version__} · {args.threads} threads · commit {git_commit()}\n"
-    )
-    print(f"Command: `{shlex.join([Path(sys.executable).name, *sys.argv])}`\n")
+    print_run_header("spacy_elmo: NER accuracy per inference precision", args.threads)
     for pipeline in args.pipelines:
         bench(pipeline, args.corpus, args.precision_list, args.repeats)
 
