@@ -5,7 +5,7 @@ class and 0.0 for the others (exclusive classes, as the textcat configs expect).
 is PTB-tokenized and contains a no-break space inside one token, so it is split on ``' '``
 only (shared/data/README.md, section 3a). The tokens are kept, except that the treebank's
 escapes become the characters they stand for (-LRB- -> "(", \\/ -> "/", the quote pairs
-`` and '' -> '"'): running text, which the biLM was trained on and users will annotate, has
+`` and '' -> '"', an opening ` -> "'"): running text, which the biLM was trained on and users will annotate, has
 the characters, and a biLM reads ``-LRB-`` as an unknown word.
 """
 
@@ -23,7 +23,7 @@ LABELS: Dict[str, List[str]] = {
 }
 SPLITS = ("train", "dev", "test")
 BRACKETS = {"-LRB-": "(", "-RRB-": ")", "-LSB-": "[", "-RSB-": "]", "-LCB-": "{", "-RCB-": "}"}
-PTB_ESCAPES: Dict[str, str] = dict(BRACKETS, **{"``": '"', "''": '"'})
+PTB_ESCAPES: Dict[str, str] = dict(BRACKETS, **{"``": '"', "''": '"', "`": "'"})
 
 
 def unescape(token: str) -> str:

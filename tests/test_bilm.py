@@ -237,3 +237,29 @@ def test_options_validation_names_field(tmp_path):
         )
     with pytest.raises(ElmoOptionsError, match="not found"):
         ElmoOptions.from_file(tmp_path / "missing.json")
+
+
+def test_the_char_cnn_lookup_table_follows_the_weights(tiny_model, tiny_sentences):
+    """Inference's char CNN table is kept between calls and rebuilt when the weights change,
+    also when they change behind torch's back (as Thinc's optimizer writes them) and the
+    owner says so with ``weights_changed``."""
+    sentences = [s for stream in tiny_sentences for s in stream][:6]
+    bilm = ElmoBiLM.from_files(*tiny_model, token_cache_size=0)
+    before = bilm.embed_sentences(sentences)
+    assert bilm.token_encoder.lookup_table() is bilm.token_encoder.lookup_table()
+
+    def reference():
+        with torch.enable_grad():  # the plain convolutions
+            layers, lengths = bilm.embed_batch(sentences)
+        return [layers[:, b, : int(n)].detach().numpy() for b, n in enumerate(lengths)]
+
+    with torch.no_grad():
+        bilm.token_encoder.convolutions[0].weight.mul_(3.0)
+    changed = bilm.embed_sentences(sentences)
+    assert not np.allclose(changed[0][0], before[0][0], atol=1e-4)
+    for got, expected in zip(changed, reference()):
+        _assert_layers(got, expected, **TIGHT)
+    bilm.token_encoder.convolutions[0].weight.detach().numpy()[...] *= 0.5  # no new torch version
+    bilm.weights_changed()
+    for got, expected in zip(bilm.embed_sentences(sentences), reference()):
+        _assert_layers(got, expected, **TIGHT)

@@ -9,7 +9,7 @@ from spacy.tokens import DocBin
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "convert_sst.py"
 LINES = {
-    "sst5": ["4\tA -LRB- very -RRB- `` fine '' co-writer\\/director 's film .", "0\tUgh\u00a0. Bad \\*"],
+    "sst5": ["4\tA -LRB- very -RRB- `` fine '' co-writer\\/director 's film .", "0\tUgh\u00a0. Bad \\* ` so '"],
     "sst2": ["1\tA -LRB- very -RRB- `` fine '' co-writer\\/director 's film ."],
 }
 
@@ -24,7 +24,7 @@ def test_escapes_become_characters_and_labels_one_hot(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     docs = list(DocBin().from_disk(tmp_path / "out" / "sst5_dev.spacy").get_docs(spacy.blank("en").vocab))
     assert [t.text for t in docs[0]] == ["A", "(", "very", ")", '"', "fine", '"', "co-writer/director", "'s", "film", "."]
-    assert [t.text for t in docs[1]] == ["Ugh\u00a0.", "Bad", "*"]
+    assert [t.text for t in docs[1]] == ["Ugh\u00a0.", "Bad", "*", "'", "so", "'"]
     assert docs[0].cats == {"very_negative": 0.0, "negative": 0.0, "neutral": 0.0, "positive": 0.0, "very_positive": 1.0}
     assert docs[1].cats["very_negative"] == 1.0
 

@@ -34,7 +34,7 @@ from .tensors import to_numpy
 FORGET_BIAS = 1.0
 PER_STEP_INPUT_MAX_DIM = 256
 """Without autograd, layers with inputs up to this wide multiply them per step (see
-:meth:`ElmoLstm._step_in_place`). Wider inputs do enough multiply-adds per pre-activation to
+:meth:`ElmoLstm._step_from_inputs`). Wider inputs do enough multiply-adds per pre-activation to
 outweigh the memory traffic of precomputing all steps: measured on one core, per step is 2x
 faster at width 128 (small), 8 % at 256 (medium) and 5-10 % slower at 512 (original)."""
 

@@ -188,6 +188,7 @@ class ElmoBiLM(nn.Module):
         Thinc's optimizer writing into their memory through a NumPy view.
         """
         self._kernels = None
+        self.token_encoder.forget_lookup_table()
         self.token_cache.clear()
 
     def _low_precision_kernels(self) -> Optional[BiLMKernels]:

@@ -1,6 +1,6 @@
 """Context-insensitive token representations: char CNN → highway → projection (docs/design.md §2)."""
 
-from typing import Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -61,6 +61,7 @@ class TokenEncoder(nn.Module):
         self.highways = ModuleList(Highway(options.n_filters) for _ in range(options.n_highway))
         self.projection = nn.Parameter(torch.zeros(options.n_filters, options.projection_dim))
         self.projection_bias = nn.Parameter(torch.zeros(options.projection_dim))
+        self._lookup: Optional[Tuple[tuple, torch.Tensor]] = None
 
     def forward(self, char_ids: torch.Tensor, kernels: Optional[TokenEncoderKernels] = None) -> torch.Tensor:
         """Token vectors; with ``kernels`` (no autograd) the matmuls run at their precision."""
@@ -110,19 +111,18 @@ class TokenEncoder(nn.Module):
         what inference without gradients uses.
 
         A window's convolution is a sum over its offsets ``k`` of ``E[c_k] W_k``, and with only
-        262 characters every ``E[c] W_k`` can be tabulated once per call (262 × widest rows of
-        ``F``). Each window is then an ``embedding_bag`` sum of ``widest`` table rows, 16 times
-        fewer operations than the convolutions with 16-dimensional character embeddings. Kernels
+        262 characters every ``E[c] W_k`` can be tabulated once (262 × widest rows of
+        ``F``, :meth:`lookup_table`). Each window is then an ``embedding_bag`` sum of ``widest``
+        table rows, 16 times fewer operations than the convolutions with 16-dimensional
+        character embeddings. Kernels
         are zero-padded and positions handled as in :meth:`_pool_one_matmul`; the bias is added
         after the max, which a constant shift leaves in place. Windows are summed for a few
         tokens at a time, so that the sums stay in cache until they are pooled.
         """
         W = char_ids.shape[1]
         widest = self.widest_filter
-        n_chars = self.char_embedding.shape[0]
-        weight = torch.cat([F.pad(conv.weight, (0, widest - conv.weight.shape[2])) for conv in self.convolutions])
-        table = torch.einsum("cd,fdk->kcf", self.char_embedding, weight).reshape(widest * n_chars, -1)
-        offsets = torch.arange(widest, device=char_ids.device) * n_chars
+        table = self.lookup_table()
+        offsets = torch.arange(widest, device=char_ids.device) * self.char_embedding.shape[0]
         rows = F.pad(char_ids, (0, widest - 1), value=PADDING_ID).unfold(1, widest, 1) + offsets  # (U, W, widest)
         invalid = self._beyond_last_window(W).to(char_ids.device) if clipped else None
         tokens_per_chunk = max(1, LOOKUP_CHUNK_FLOATS // (W * table.shape[1]))
@@ -134,6 +134,31 @@ class TokenEncoder(nn.Module):
             pooled.append(sums.amax(dim=1))
         bias = torch.cat([conv_bias(conv) for conv in self.convolutions])
         return torch.cat(pooled).add_(bias)
+
+    def lookup_table(self) -> torch.Tensor:
+        """``(widest · 262, F)``: row ``k · 262 + c`` holds ``E[c] W_k`` for every filter (zero where
+        ``k`` is past a filter's width). Built on first use, again when the weights' versions
+        change, and after :meth:`forget_lookup_table`."""
+        parameters = [self.char_embedding, *(conv.weight for conv in self.convolutions)]
+        signature = tuple((p.device, p.data_ptr(), p._version) for p in parameters)
+        if self._lookup is None or self._lookup[0] != signature:
+            widest = self.widest_filter
+            weight = torch.cat([F.pad(conv.weight, (0, widest - conv.weight.shape[2])) for conv in self.convolutions])
+            with torch.no_grad():
+                table = torch.einsum("cd,fdk->kcf", self.char_embedding, weight).reshape(
+                    widest * self.char_embedding.shape[0], -1
+                )
+            self._lookup = (signature, table)
+        return self._lookup[1]
+
+    def forget_lookup_table(self) -> None:
+        """Drop the lookup table (after the weights changed without torch counting a new version)."""
+        self._lookup = None
+
+    def __getstate__(self) -> Dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_lookup"] = None  # derived from the weights; rebuilt on use
+        return state
 
     def _beyond_last_window(self, W: int) -> torch.Tensor:
         """``(W, F)``: True where a filter's window would start past its last full window."""
