@@ -34,6 +34,8 @@ import typer
 from spacy.tokens import Doc, DocBin
 from wasabi import msg
 
+from spacy_elmo.files import write_text_atomic
+
 app = typer.Typer(add_completion=False, no_args_is_help=True)
 
 LOGGER_NAME = "spacy-elmo-experiments.RunLogger.v1"
@@ -203,7 +205,7 @@ def run(
                     continue
                 msg.divider(f"{task} {system} fraction {label} seed {seed} ({n_train:,} sentences)")
                 result = _run_in_subprocess(settings, config_path, train_path, dev, test, training_dir, gpu_id)
-                result_path.write_text(json.dumps({**settings, **result}, indent=2) + "\n", encoding="utf-8")
+                write_text_atomic(result_path, json.dumps({**settings, **result}, indent=2) + "\n")
                 msg.good(f"{result_path.name}: dev {headline(result['dev']):.2f}, test {headline(result['test']):.2f}")
 
 
@@ -253,7 +255,7 @@ def one(job_json: str) -> None:
         "train_seconds": info["wall_seconds"],
         "words_per_second": info["words"] / max(info["seconds"], 1),
     }
-    (output / "result.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    write_text_atomic(output / "result.json", json.dumps(result, indent=2) + "\n")
 
 
 # --- the report ------------------------------------------------------------------------
@@ -378,7 +380,7 @@ def report(
     if plot is not None and plot_curve(results, curve_task, plot):
         lines += [f"![learning curve]({plot.name})", ""]
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text("\n".join(lines), encoding="utf-8")
+    write_text_atomic(output, "\n".join(lines))
     msg.good(f"{len(results)} runs summarised in {output}")
 
 
