@@ -148,6 +148,13 @@ def test_token_layer_is_the_token_encoder_output_twice(tiny_model, tiny_sentence
     np.testing.assert_array_equal(layers[0, :, :16], layers[0, :, 16:])
 
 
+def test_an_empty_batch_gives_empty_layers(tiny_model):
+    bilm = ElmoBiLM.from_files(*tiny_model, token_cache_size=0)
+    layers, lengths = bilm.embed_batch([])
+    assert layers.shape == (bilm.options.n_output_layers, 0, 0, bilm.options.output_dim) and lengths.shape == (0,)
+    assert bilm.embed_sentences([]) == []
+
+
 def test_padded_slots_are_zero_and_empty_sentences_work(tiny_model):
     bilm = ElmoBiLM.from_files(*tiny_model)
     with torch.no_grad():

@@ -298,6 +298,10 @@ class ElmoBiLM(nn.Module):
 
     def embed_batch(self, sentences: Sequence[Sequence[str]]) -> Tuple[torch.Tensor, torch.Tensor]:
         """One batch of tokenised sentences → layers ``(L+1, B, T, 2P)`` and lengths ``(B,)``."""
+        if not sentences:
+            empty = self.boundary_char_ids.new_zeros((0,), dtype=torch.long)
+            layers = self.token_encoder.projection.new_zeros((self.options.n_output_layers, 0, 0, self.options.output_dim))
+            return layers, empty
         char_ids, token_index, lengths, _ = index_batch(sentences, self.options.max_characters_per_token)
         row_lengths = torch.from_numpy(lengths)
         layers = self(torch.from_numpy(char_ids), torch.from_numpy(token_index), row_lengths)
