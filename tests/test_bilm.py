@@ -270,3 +270,13 @@ def test_the_char_cnn_lookup_table_follows_the_weights(tiny_model, tiny_sentence
     bilm.weights_changed()
     for got, expected in zip(bilm.embed_sentences(sentences), reference()):
         _assert_layers(got, expected, **TIGHT)
+
+
+@pytest.mark.parametrize("bad", [-1, 262])
+def test_character_ids_out_of_range_are_refused(tiny_model, bad):
+    """The lookup char CNN would read a neighbouring table block for such an id: refuse it."""
+    bilm = ElmoBiLM.from_files(*tiny_model, token_cache_size=0)
+    ids = torch.from_numpy(encode_tokens(["river", "bank"], bilm.options.max_characters_per_token))
+    ids[1, 2] = bad
+    with torch.no_grad(), pytest.raises(ValueError, match=r"character ids must be in 0\.\.261"):
+        bilm.token_encoder(ids)

@@ -67,6 +67,12 @@ class TokenEncoder(nn.Module):
         """Token vectors; with ``kernels`` (no autograd) the matmuls run at their precision."""
         if char_ids.shape[0] == 0:
             return self.projection_bias.new_zeros((0, self.projection.shape[1]))
+        n_chars = self.char_embedding.shape[0]
+        if int(char_ids.min()) < 0 or int(char_ids.max()) >= n_chars:
+            raise ValueError(
+                f"character ids must be in 0..{n_chars - 1} (spacy_elmo.chars.encode_tokens makes them), "
+                f"got {int(char_ids.min())}..{int(char_ids.max())}"
+            )
         used = int((char_ids != PADDING_ID).sum(dim=1).max())
         width = min(char_ids.shape[1], used + self.widest_filter)
         clipped = width < used + self.widest_filter
