@@ -371,6 +371,9 @@ def report(
     output: Path = typer.Argument(..., help="The Markdown summary to write"),
     plot: Optional[Path] = typer.Option(None, help="Learning-curve PNG for the task run at several fractions"),
     curve_task: str = typer.Option("ner", help="Which task's learning curve to plot"),
+    plot_link: Optional[str] = typer.Option(
+        None, help="Where the summary's image link points (default: the plot's file name, beside the summary)"
+    ),
 ) -> None:
     """Summarise the runs: mean ± std and every seed, and a learning curve."""
     results = load_results(metrics_dir)
@@ -378,7 +381,7 @@ def report(
         msg.fail(f"No run results under {metrics_dir}", "Run `python scripts/experiments.py run ...` first.", exits=1)
     lines = report_lines(results)
     if plot is not None and plot_curve(results, curve_task, plot):
-        lines += [f"![learning curve]({plot.name})", ""]
+        lines += [f"![learning curve]({plot_link or plot.name})", ""]
     output.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(output, "\n".join(lines))
     msg.good(f"{len(results)} runs summarised in {output}")
