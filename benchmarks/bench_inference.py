@@ -327,7 +327,7 @@ def print_arch(
 ) -> None:
     lstm = json.loads(options.read_text())["lstm"]
     print(f"## {arch} (LSTM {lstm['n_layers']}×{lstm['dim']}, projection {lstm['projection_dim']})\n")
-    print(f"Weights: `{weights}` ({weights.stat().st_size / 2**20:,.0f} MiB)\n")
+    print(f"Weights: `{weights.parent.name}/{weights.name}` ({weights.stat().st_size / 2**20:,.0f} MiB)\n")
     print("| implementation | words/s (median) | words/s (min–max) | × comparator | peak RSS (MiB) | peak − loaded (MiB) |")
     print("|---|---:|---:|---:|---:|---:|")
     baseline = words / statistics.median(seconds["naive"])
