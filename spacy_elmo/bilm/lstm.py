@@ -256,15 +256,7 @@ class ElmoLstm(nn.Module):
         H = c.shape[2]
         gates[:, :, H : 2 * H].mul_(2.0)
         i, j, f, o = gates.sigmoid_().chunk(4, dim=2)
-        j.mul_(2.0).sub_(1.0)
-        c.mul_(f).addcmul_(i, j)
-        if self.cell_clip is not None:
-            c.clamp_(-self.cell_clip, self.cell_clip)
-        squashed = torch.mul(c, 2.0, out=j).sigmoid_().mul_(2.0).sub_(1.0).mul_(o)
-        h = torch.bmm(squashed, projection)
-        if self.proj_clip is not None:
-            h.clamp_(-self.proj_clip, self.proj_clip)
-        return c, h
+        return self._update_in_place(i, f, o, j, c, functools.partial(torch.bmm, mat2=projection))
 
     def _step_from_inputs(
         self,
@@ -302,12 +294,25 @@ class ElmoLstm(nn.Module):
         """:meth:`_step_in_place` with the two matmuls in low precision; gates, cell state and
         output stay float32."""
         i, f, o, j = recurrent.add_to(gates_in, h).sigmoid_().chunk(4, dim=2)
+        return self._update_in_place(i, f, o, j, c, projection)
+
+    def _update_in_place(
+        self,
+        i: torch.Tensor,
+        f: torch.Tensor,
+        o: torch.Tensor,
+        j: torch.Tensor,
+        c: torch.Tensor,
+        project: Callable[[torch.Tensor], torch.Tensor],
+    ) -> LstmState:
+        """The new cell and projected state from the activated gates (``j`` = σ of the doubled
+        candidate pre-activation), updating ``c`` in place and reusing ``j``'s memory."""
         j.mul_(2.0).sub_(1.0)
         c.mul_(f).addcmul_(i, j)
         if self.cell_clip is not None:
             c.clamp_(-self.cell_clip, self.cell_clip)
         squashed = torch.mul(c, 2.0, out=j).sigmoid_().mul_(2.0).sub_(1.0).mul_(o)
-        h = projection(squashed)
+        h = project(squashed)
         if self.proj_clip is not None:
             h.clamp_(-self.proj_clip, self.proj_clip)
         return c, h
