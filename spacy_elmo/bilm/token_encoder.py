@@ -68,10 +68,10 @@ class TokenEncoder(nn.Module):
         if char_ids.shape[0] == 0:
             return self.projection_bias.new_zeros((0, self.projection.shape[1]))
         n_chars = self.char_embedding.shape[0]
-        if int(char_ids.min()) < 0 or int(char_ids.max()) >= n_chars:
+        low, high = (int(bound) for bound in torch.aminmax(char_ids))
+        if low < 0 or high >= n_chars:
             raise ValueError(
-                f"character ids must be in 0..{n_chars - 1} (spacy_elmo.chars.encode_tokens makes them), "
-                f"got {int(char_ids.min())}..{int(char_ids.max())}"
+                f"character ids must be in 0..{n_chars - 1} (spacy_elmo.chars.encode_tokens makes them), got {low}..{high}"
             )
         used = int((char_ids != PADDING_ID).sum(dim=1).max())
         width = min(char_ids.shape[1], used + self.widest_filter)
@@ -104,9 +104,7 @@ class TokenEncoder(nn.Module):
         widest = self.widest_filter
         table = self.char_embedding.to(dtype)  # cast 262 rows, not every window
         windows = F.embedding(F.pad(char_ids, (0, widest - 1), value=PADDING_ID), table).unfold(1, widest, 1)  # (U, W, d, widest)
-        weight = torch.cat([F.pad(conv.weight, (0, widest - conv.weight.shape[2])) for conv in self.convolutions])
-        bias = torch.cat([conv_bias(conv) for conv in self.convolutions])
-        out = torch.addmm(bias, windows.reshape(U * W, -1), weight.flatten(1).t()).view(U, W, -1)
+        out = torch.addmm(self._filter_biases(), windows.reshape(U * W, -1), self._padded_kernels().flatten(1).t()).view(U, W, -1)
         if clipped:
             out = out.masked_fill(self._beyond_last_window(W).to(out.device), float("-inf"))
         # max rather than amax: its backward scatters into the winners instead of comparing every element.
@@ -120,9 +118,9 @@ class TokenEncoder(nn.Module):
         262 characters every ``E[c] W_k`` can be tabulated once (262 × widest rows of
         ``F``, :meth:`lookup_table`). Each window is then an ``embedding_bag`` sum of ``widest``
         table rows, 16 times fewer operations than the convolutions with 16-dimensional
-        character embeddings. Kernels
-        are zero-padded and positions handled as in :meth:`_pool_one_matmul`; the bias is added
-        after the max, which a constant shift leaves in place. Windows are summed for a few
+        character embeddings. Kernels are zero-padded and positions handled as in
+        :meth:`_pool_one_matmul`; the bias is added after the max, which a constant shift
+        leaves in place. Windows are summed for a few
         tokens at a time, so that the sums stay in cache until they are pooled.
         """
         W = char_ids.shape[1]
@@ -138,8 +136,7 @@ class TokenEncoder(nn.Module):
             if invalid is not None:
                 sums.masked_fill_(invalid, float("-inf"))
             pooled.append(sums.amax(dim=1))
-        bias = torch.cat([conv_bias(conv) for conv in self.convolutions])
-        return torch.cat(pooled).add_(bias)
+        return torch.cat(pooled).add_(self._filter_biases())
 
     def lookup_table(self) -> torch.Tensor:
         """``(widest · 262, F)``: row ``k · 262 + c`` holds ``E[c] W_k`` for every filter (zero where
@@ -148,11 +145,9 @@ class TokenEncoder(nn.Module):
         parameters = [self.char_embedding, *(conv.weight for conv in self.convolutions)]
         signature = tuple((p.device, p.data_ptr(), p._version) for p in parameters)
         if self._lookup is None or self._lookup[0] != signature:
-            widest = self.widest_filter
-            weight = torch.cat([F.pad(conv.weight, (0, widest - conv.weight.shape[2])) for conv in self.convolutions])
             with torch.no_grad():
-                table = torch.einsum("cd,fdk->kcf", self.char_embedding, weight).reshape(
-                    widest * self.char_embedding.shape[0], -1
+                table = torch.einsum("cd,fdk->kcf", self.char_embedding, self._padded_kernels()).reshape(
+                    self.widest_filter * self.char_embedding.shape[0], -1
                 )
             self._lookup = (signature, table)
         return self._lookup[1]
@@ -165,6 +160,15 @@ class TokenEncoder(nn.Module):
         state = dict(self.__dict__)
         state["_lookup"] = None  # derived from the weights; rebuilt on use
         return state
+
+    def _padded_kernels(self) -> torch.Tensor:
+        """``(F, d, widest)``: every filter's kernel, zero-padded on the right to the widest width."""
+        widest = self.widest_filter
+        return torch.cat([F.pad(conv.weight, (0, widest - conv.weight.shape[2])) for conv in self.convolutions])
+
+    def _filter_biases(self) -> torch.Tensor:
+        """``(F,)``: the biases of every filter, in output order."""
+        return torch.cat([conv_bias(conv) for conv in self.convolutions])
 
     def _beyond_last_window(self, W: int) -> torch.Tensor:
         """``(W, F)``: True where a filter's window would start past its last full window."""
