@@ -24,7 +24,7 @@ from typing import (
     get_type_hints,
 )
 
-from thinc.api import Config
+from confection import Config
 
 from ..bilm.options import ElmoOptions
 from ..errors import ElmoOptionsError
