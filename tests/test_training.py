@@ -182,6 +182,18 @@ def test_two_listeners_keep_their_own_mix(model_dir, synthetic_corpus):
         assert np.abs(mix - 1 / 3).max() > 1e-4
 
 
+def test_tok2vec_without_spacy_embeddings_reads_elmo_only(model_dir, synthetic_corpus):
+    """``embed = null`` leaves MultiHashEmbed out: the projection sees the ELMo mix alone."""
+    nlp = _nlp_from_config("ner_elmo.cfg", model_dir, **{"components.ner.model.tok2vec.embed": None})
+    tok2vec = nlp.get_pipe("ner").model.get_ref("tok2vec")
+    assert not [node.name for node in tok2vec.walk() if "hashembed" in node.name]
+    examples = _examples(nlp, synthetic_corpus)
+    losses = _train(nlp, examples, steps=8)
+    assert losses[-1] < 0.5 * losses[0]
+    projection = next(node for node in tok2vec.walk() if node.name == "maxout")
+    assert projection.get_dim("nI") == nlp.get_pipe("elmo").model.get_dim("nO")
+
+
 @pytest.mark.slow
 def test_spacy_train_evaluate_and_package_cli(model_dir, synthetic_corpus, tmp_path):
     """The documented command lines: ``spacy train`` with the biLM chosen by override, then

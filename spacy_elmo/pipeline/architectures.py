@@ -133,13 +133,15 @@ def ElmoListener_v1(
 @registry.architectures("spacy-elmo.ElmoTok2Vec.v1")
 def ElmoTok2Vec_v1(
     elmo: Model[List[Doc], List[Floats2d]],
-    embed: Model[List[Doc], List[Floats2d]],
+    embed: Optional[Model[List[Doc], List[Floats2d]]],
     width: int,
     encode: Optional[Model[List[Floats2d], List[Floats2d]]] = None,
 ) -> Model[List[Doc], List[Floats2d]]:
-    """ELMo concatenated with spaCy's own token embeddings (as in the paper), projected to
-    ``width`` by a Maxout layer, then an optional contextual encoder."""
-    model: Model[List[Doc], List[Floats2d]] = chain(concatenate(elmo, embed), with_array(Maxout(width, nP=3, normalize=True)))
+    """ELMo concatenated with spaCy's own token embeddings (as in the paper; ``embed = null``
+    leaves them out), projected to ``width`` by a Maxout layer, then an optional contextual
+    encoder."""
+    features = elmo if embed is None else concatenate(elmo, embed)
+    model: Model[List[Doc], List[Floats2d]] = chain(features, with_array(Maxout(width, nP=3, normalize=True)))
     if encode is not None:
         model = chain(model, encode)
     model.set_dim("nO", width)
