@@ -21,6 +21,7 @@ from wasabi import msg
 from spacy_elmo.files import write_text_atomic
 from spacy_elmo.pretrain.config import load_config
 from spacy_elmo.pretrain.data import SentenceReader, resolve_files
+from spacy_elmo.pretrain.errors import PretrainDataError
 
 
 def output_name(path: Path) -> str:
@@ -38,7 +39,10 @@ def main(
     data = load_config(config).data
     if data.format != "paragraphs":
         msg.fail(f"{config}: [data] format is {data.format!r}; its text is tokenised already.", exits=1)
-    files = resolve_files(inputs, "paths.train")
+    try:
+        files = resolve_files(inputs, "INPUTS", "name existing text files")
+    except PretrainDataError as err:
+        msg.fail(str(err), exits=1)
     targets: List[Path] = [out_dir / output_name(path) for path in files]
     taken = [str(target) for target in targets if target.exists()]
     if taken:

@@ -45,3 +45,12 @@ def test_an_existing_output_is_never_replaced(tmp_path: Path) -> None:
     assert done.returncode != 0
     assert "Not replacing existing files" in done.stdout + done.stderr
     assert (out / "valid.txt").read_text(encoding="utf-8") == "keep me\n"
+
+
+def test_inputs_that_match_nothing_are_named_as_the_script_names_them(tmp_path: Path) -> None:
+    done = run(str(CONFIG), str(tmp_path / "missing-*.txt.gz"), str(tmp_path / "out"))
+    assert done.returncode == 1
+    output = done.stdout + done.stderr
+    assert "INPUTS:" in output and "matches no file" in output
+    assert "--paths.train" not in output and "Traceback" not in output
+    assert not (tmp_path / "out").exists()

@@ -335,6 +335,16 @@ def test_undecodable_lines_warn_once_and_mostly_binary_files_are_refused(corpus,
     assert str(binary) in str(err.value) and "not UTF-8" in str(err.value) and "[paths] train" in str(err.value)
 
 
+@pytest.mark.parametrize("setting", ["train", "dev", "test"])
+def test_a_path_that_matches_no_file_names_its_setting(corpus, tmp_path, setting):
+    missing = str(tmp_path / "no-such-*.txt")
+    with pytest.raises(PretrainDataError) as err:
+        _run(corpus, tmp_path / "out", **{f"paths__{setting}": missing})
+    assert f"[paths] {setting}: {missing!r} matches no file" in str(err.value)
+    assert f"--paths.{setting} PATH" in str(err.value)
+    assert not (tmp_path / "out").exists()
+
+
 # ---------------------------------------------------------------- Ctrl-C
 
 

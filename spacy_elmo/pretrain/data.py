@@ -40,8 +40,12 @@ ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
 UNDECODABLE_MIN_LINES = 100
 
 
-def resolve_files(spec: Optional[str], key: str) -> List[Path]:
-    """The files named by a config value: a path, a glob, or a comma-separated list of those."""
+def resolve_files(spec: Optional[str], setting: str, fix: str) -> List[Path]:
+    """The files named by ``spec``: a path, a glob, or a comma-separated list of those.
+
+    A part that matches nothing is an error naming ``setting`` and suggesting ``fix``, the
+    caller's words for where ``spec`` came from and how to change it.
+    """
     if not spec:
         return []
     files: List[Path] = []
@@ -51,8 +55,7 @@ def resolve_files(spec: Optional[str], key: str) -> List[Path]:
         matches = sorted(glob.glob(part)) if glob.has_magic(part) else ([part] if Path(part).is_file() else [])
         if not matches:
             raise PretrainDataError(
-                f"[{key.split('.')[0]}] {key.split('.')[1]} = {part!r} matches no file. Fix the path "
-                f"(relative paths start from the working directory) or pass --{key} PATH."
+                f"{setting}: {part!r} matches no file. Fix the path (relative paths start from the working directory) or {fix}."
             )
         files.extend(Path(m) for m in matches)
     return files

@@ -221,9 +221,10 @@ class Trainer:
         paths = self.config.paths
         if not paths.train:
             raise PretrainConfigError(f"{self.config.source}: [paths] train is not set. Pass --paths.train FILE_OR_GLOB.")
-        self.train_files = resolve_files(paths.train, "paths.train")
-        self.dev_files = resolve_files(paths.dev, "paths.dev")
-        self.test_files = resolve_files(paths.test, "paths.test")
+        self.train_files, self.dev_files, self.test_files = (
+            resolve_files(getattr(paths, name), f"[paths] {name}", f"pass --paths.{name} PATH")
+            for name in ("train", "dev", "test")
+        )
 
     def _build_objective(self) -> BiLMObjective:
         """The biLM (fresh, or ``init_from`` to fine-tune) and a fresh softmax, on this process's
