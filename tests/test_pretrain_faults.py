@@ -23,6 +23,8 @@ from spacy_elmo.__main__ import main as cli_main
 from spacy_elmo.bilm.options import ElmoOptions
 from spacy_elmo.bilm.weights_io import read_weights
 from spacy_elmo.pretrain import CheckpointError, OutputDirError, PretrainDataError, load_config, pretrain
+from spacy_elmo.pretrain import progress as progress_module
+from spacy_elmo.pretrain import vocab as vocab_module
 from spacy_elmo.pretrain.checkpoint import is_checkpoint_folder, load_latest_checkpoint
 from spacy_elmo.pretrain.data import SentenceReader
 from spacy_elmo.pretrain.interrupt import StopRequest
@@ -535,6 +537,47 @@ def test_sigkill_at_random_moments_always_resumes_from_the_last_good_checkpoint(
     assert _same_weights(out / "model-last", tmp_path / "uninterrupted" / "model-last")
     assert not [p.name for p in out.iterdir() if ".tmp-" in p.name]
     assert len(_checkpoint_names(out)) == 2
+
+
+def test_a_full_disk_while_writing_the_vocabulary_says_to_start_again(corpus, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+
+    def disk_full(path, text):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(vocab_module, "write_text_atomic", disk_full)
+    with pytest.raises(OutputDirError) as err:
+        _run(corpus, out)
+    message = str(err.value)
+    assert f"Cannot write {out / 'vocab.txt'}: No space left on device" in message
+    assert "no checkpoint was written yet: start again with --overwrite" in message
+    monkeypatch.undo()
+    _run(corpus, out, overwrite=True)
+    assert _checkpoint_names(out) == ["checkpoint-4", "checkpoint-8"]
+
+
+def test_a_full_disk_while_logging_names_the_log_and_the_checkpoint_to_resume_from(corpus, tmp_path, monkeypatch, reference):
+    out = tmp_path / "out"
+    appends = []
+
+    def open_filling_up(path, mode="r", *args, **kwargs):
+        if mode == "a":
+            appends.append(path)
+            if len(appends) > 6:
+                raise OSError(28, "No space left on device")
+        return open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(progress_module, "open", open_filling_up, raising=False)
+    with pytest.raises(OutputDirError) as err:
+        _run(corpus, out)
+    message = str(err.value)
+    assert f"Cannot write {out / 'log.jsonl'}: No space left on device" in message
+    assert f"the newest complete checkpoint, {out / 'checkpoint-4'}, is intact: continue with --resume" in message
+    monkeypatch.undo()
+    _run(corpus, out, resume=True)
+    assert _resumed_from(out) == [4]
+    for name, array in _weights(reference / "model-last").items():
+        np.testing.assert_array_equal(array, _weights(out / "model-last")[name], err_msg=name)
 
 
 def test_a_full_disk_while_checkpointing_names_the_folder_and_keeps_the_last_checkpoint(corpus, tmp_path, monkeypatch):

@@ -2,8 +2,9 @@
 
 import json
 import sys
+from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, ContextManager, Optional
 
 from tqdm import tqdm
 
@@ -14,16 +15,23 @@ BAR_UNITS = 1000
 
 
 class RunLog:
-    """Appends one JSON object per line to ``log.jsonl`` (main process only)."""
+    """Appends one JSON object per line to ``log.jsonl`` (main process only).
 
-    def __init__(self, path: Path, enabled: bool) -> None:
+    Every write runs inside ``guard(path)``, the owner's way of turning a failed write into
+    an error that says how to continue.
+    """
+
+    def __init__(
+        self, path: Path, enabled: bool, guard: Callable[[Path], ContextManager[None]] = lambda _: nullcontext()
+    ) -> None:
         self.path = path
         self.enabled = enabled
+        self.guard = guard
 
     def write(self, event: str, **fields: Any) -> None:
         if not self.enabled:
             return
-        with open(self.path, "a", encoding="utf-8") as handle:
+        with self.guard(self.path), open(self.path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps({"event": event, **fields}) + "\n")
 
     def truncate_after(self, step: int) -> None:
@@ -38,7 +46,8 @@ class RunLog:
                 continue
             if record.get("step", 0) <= step:
                 kept.append(line)
-        write_text_atomic(self.path, "".join(line + "\n" for line in kept))
+        with self.guard(self.path):
+            write_text_atomic(self.path, "".join(line + "\n" for line in kept))
 
 
 def budget_fraction(config: TrainingConfig, step: int, tokens: int, seconds: float) -> Optional[float]:

@@ -180,7 +180,7 @@ class Trainer:
         self.checkpoints: List[Path] = []
         """Verified checkpoints of this run, oldest first: the newest ``KEPT_CHECKPOINTS`` stay on disk."""
         self.stop_request = StopRequest(self._acknowledge_stop)
-        self.log = RunLog(output_dir / "log.jsonl", enabled=context.is_main)
+        self.log = RunLog(output_dir / "log.jsonl", enabled=context.is_main, guard=self._writing)
         # Setup messages are plain lines; the bar starts with the training loop (and never outlives a failed setup).
         self.bar = ProgressBar(self.training, enabled=False)
         self.show_progress = progress and context.is_main
@@ -344,7 +344,8 @@ class Trainer:
                 cfg = self.config.vocab
                 vocab = Vocab.build(self.reader.sentences(self.train_files), cfg.size, cfg.min_count, cfg.max_tokens_for_vocab)
                 self.say(f"vocab: {len(vocab):,} words counted in {time.perf_counter() - start:.1f}s")
-            vocab.save(path)
+            with self._writing(path):
+                vocab.save(path)
         barrier(self.context)
         return Vocab.load(path)
 
@@ -637,10 +638,12 @@ class Trainer:
         try:
             yield
         except OSError as err:
-            kept = f"the newest complete checkpoint, {self.checkpoints[-1]}, is intact: " if self.checkpoints else ""
+            if self.checkpoints:
+                how = f"the newest complete checkpoint, {self.checkpoints[-1]}, is intact: continue with --resume."
+            else:
+                how = "no checkpoint was written yet: start again with --overwrite."
             raise OutputDirError(
-                f"Cannot write {target}: {err.strerror or err}. Free disk space or fix the permissions of "
-                f"{self.output_dir}; {kept}continue with --resume."
+                f"Cannot write {target}: {err.strerror or err}. Free disk space or fix the permissions of {self.output_dir}; {how}"
             ) from None
 
     def _checkpoint(self) -> None:
