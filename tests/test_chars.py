@@ -1,6 +1,7 @@
 """Character ids (reference §1)."""
 
 import numpy as np
+import pytest
 
 from spacy_elmo.chars import batch_to_ids, encode_tokens, index_batch, token_key
 
@@ -40,3 +41,34 @@ def test_index_batch_deduplicates_by_what_the_model_sees():
     assert index[1, 0] == index[1, 1]
     assert len(keys) == char_ids.shape[0] == 4
     np.testing.assert_array_equal(char_ids[index[1, 2]], encode_tokens(["<S>"])[0])
+
+
+def _spelled_one_by_one(tokens, max_chars):
+    """The character ids written out token by token, as the format describes them."""
+    ids = np.full((len(tokens), max_chars), 261, dtype=np.int64)
+    for row, token in enumerate(tokens):
+        if token in ("<S>", "</S>"):
+            spelled = [257 if token == "<S>" else 258]
+        else:
+            spelled = [byte + 1 for byte in token.encode("utf-8", errors="ignore")[: max_chars - 2]]
+        ids[row, : len(spelled) + 2] = [259, *spelled, 260]
+    return ids
+
+
+def _random_sentences(rng, n):
+    pieces = ["the", "", "é", "日本語", "\ud800", "<S>", "</S>", "x" * 60, "ü" * 30, "a\u0301", "𝔘", "-", "THE"]
+    return [[str(rng.choice(pieces)) * int(rng.integers(1, 3)) for _ in range(int(rng.integers(0, 12)))] for _ in range(n)]
+
+
+@pytest.mark.parametrize("max_chars", [50, 8])
+def test_batched_encoding_matches_token_by_token_spelling(max_chars):
+    rng = np.random.default_rng(0)
+    for sentences in (_random_sentences(rng, 40) for _ in range(20)):
+        tokens = [token for sentence in sentences for token in sentence]
+        np.testing.assert_array_equal(encode_tokens(tokens, max_chars), _spelled_one_by_one(tokens, max_chars))
+        char_ids, index, lengths, keys = index_batch(sentences, max_chars)
+        assert lengths.tolist() == [len(sentence) for sentence in sentences]
+        assert keys == list(dict.fromkeys(token_key(token, max_chars) for token in tokens))
+        for row, sentence in enumerate(sentences):
+            np.testing.assert_array_equal(char_ids[index[row, : len(sentence)]], _spelled_one_by_one(sentence, max_chars))
+            assert (index[row, len(sentence) :] == 0).all()
