@@ -347,6 +347,17 @@ def test_a_path_that_matches_no_file_names_its_setting(corpus, tmp_path, setting
     assert not (tmp_path / "out").exists()
 
 
+def test_folders_and_empty_lists_are_not_files(corpus, tmp_path):
+    (tmp_path / "shard-1").mkdir()
+    for spec, said in ((str(tmp_path / "shard-*"), "matches no file"), (" , ", "names no file")):
+        with pytest.raises(PretrainDataError) as err:
+            _run(corpus, tmp_path / "out", paths__dev=spec)
+        assert f"[paths] dev: {spec!r} {said}" in str(err.value)
+    write_lines(tmp_path / "shard-2.txt", ["the cat sees the dog ."] * 20)
+    _run(corpus, tmp_path / "out", paths__dev=str(tmp_path / "shard-*"), training__max_steps=1)
+    assert (tmp_path / "out" / "model-last").is_dir()
+
+
 # ---------------------------------------------------------------- Ctrl-C
 
 

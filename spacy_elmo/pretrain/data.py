@@ -43,21 +43,24 @@ UNDECODABLE_MIN_LINES = 100
 def resolve_files(spec: Optional[str], setting: str, fix: str) -> List[Path]:
     """The files named by ``spec``: a path, a glob, or a comma-separated list of those.
 
-    A part that matches nothing is an error naming ``setting`` and suggesting ``fix``, the
-    caller's words for where ``spec`` came from and how to change it.
+    Folders a glob matches are skipped. A part that matches no file, or a ``spec`` with no
+    parts, is an error naming ``setting`` and suggesting ``fix``, the caller's words for
+    where ``spec`` came from and how to change it.
     """
     if not spec:
         return []
     files: List[Path] = []
-    for part in (p.strip() for p in spec.split(",")):
-        if not part:
-            continue
-        matches = sorted(glob.glob(part)) if glob.has_magic(part) else ([part] if Path(part).is_file() else [])
-        if not matches:
+    parts = [part for part in (p.strip() for p in spec.split(",")) if part]
+    if not parts:
+        raise PretrainDataError(f"{setting}: {spec!r} names no file. Give a path, a glob or a comma-separated list, or {fix}.")
+    for part in parts:
+        matches = glob.glob(part) if glob.has_magic(part) else [part]
+        files_matched = sorted(path for path in matches if Path(path).is_file())
+        if not files_matched:
             raise PretrainDataError(
                 f"{setting}: {part!r} matches no file. Fix the path (relative paths start from the working directory) or {fix}."
             )
-        files.extend(Path(m) for m in matches)
+        files.extend(Path(path) for path in files_matched)
     return files
 
 
