@@ -24,6 +24,7 @@ from spacy_elmo.bilm.options import ElmoOptions
 from spacy_elmo.bilm.weights_io import read_weights
 from spacy_elmo.pretrain import CheckpointError, OutputDirError, PretrainDataError, load_config, pretrain
 from spacy_elmo.pretrain import progress as progress_module
+from spacy_elmo.pretrain import trainer as trainer_module
 from spacy_elmo.pretrain import vocab as vocab_module
 from spacy_elmo.pretrain.checkpoint import is_checkpoint_folder, load_latest_checkpoint
 from spacy_elmo.pretrain.data import SentenceReader
@@ -565,6 +566,27 @@ def test_a_full_disk_while_writing_the_vocabulary_says_to_start_again(corpus, tm
     monkeypatch.undo()
     _run(corpus, out, overwrite=True)
     assert _checkpoint_names(out) == ["checkpoint-4", "checkpoint-8"]
+
+
+def test_a_full_disk_when_resuming_says_to_resume_again_not_to_move(corpus, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    _run(corpus, out, training__max_steps=4)
+
+    def disk_full(path, text):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(trainer_module, "write_text_atomic", disk_full)
+    with pytest.raises(OutputDirError) as err:
+        _run(corpus, out, resume=True)
+    assert "No space left on device" in str(err.value) and "resume again with --resume" in str(err.value)
+    assert "another directory" not in str(err.value)
+    assert _checkpoint_names(out) == ["checkpoint-4"]
+    with pytest.raises(OutputDirError) as err:
+        _run(corpus, tmp_path / "fresh")
+    assert "or pass another directory" in str(err.value)
+    monkeypatch.undo()
+    _run(corpus, out, resume=True)
+    assert _resumed_from(out) == [4] and _checkpoint_names(out) == ["checkpoint-4", "checkpoint-8"]
 
 
 def test_a_full_disk_while_logging_names_the_log_and_the_checkpoint_to_resume_from(corpus, tmp_path, monkeypatch, reference):

@@ -284,8 +284,13 @@ class Trainer:
                     self._remove_previous_outputs()
                 write_text_atomic(out / "config.cfg", self.config.to_config().to_str())
             except OSError as err:
+                then = (
+                    "then resume again with --resume: its checkpoints are untouched"
+                    if self.resume
+                    else "or pass another directory"
+                )
                 raise OutputDirError(
-                    f"Cannot write to OUTPUT_DIR {out}: {err}. Check its permissions and free space, or pass another directory."
+                    f"Cannot write to OUTPUT_DIR {out}: {err}. Check its permissions and free space, {then}."
                 ) from None
         barrier(self.context)
 
