@@ -551,13 +551,15 @@ def test_sigkill_at_random_moments_always_resumes_from_the_last_good_checkpoint(
     assert len(_checkpoint_names(out)) == 2
 
 
+def _no_space_left(path, text):
+    """``write_text_atomic`` on a full disk."""
+    raise OSError(28, "No space left on device")
+
+
 def test_a_full_disk_while_writing_the_vocabulary_says_to_start_again(corpus, tmp_path, monkeypatch):
     out = tmp_path / "out"
 
-    def disk_full(path, text):
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(vocab_module, "write_text_atomic", disk_full)
+    monkeypatch.setattr(vocab_module, "write_text_atomic", _no_space_left)
     with pytest.raises(OutputDirError) as err:
         _run(corpus, out)
     message = str(err.value)
@@ -572,10 +574,7 @@ def test_a_full_disk_when_resuming_says_to_resume_again_not_to_move(corpus, tmp_
     out = tmp_path / "out"
     _run(corpus, out, training__max_steps=4)
 
-    def disk_full(path, text):
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(trainer_module, "write_text_atomic", disk_full)
+    monkeypatch.setattr(trainer_module, "write_text_atomic", _no_space_left)
     with pytest.raises(OutputDirError) as err:
         _run(corpus, out, resume=True)
     assert "No space left on device" in str(err.value) and "resume again with --resume" in str(err.value)

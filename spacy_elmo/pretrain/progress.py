@@ -2,7 +2,6 @@
 
 import json
 import sys
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Optional
 
@@ -21,9 +20,7 @@ class RunLog:
     an error that says how to continue.
     """
 
-    def __init__(
-        self, path: Path, enabled: bool, guard: Callable[[Path], ContextManager[None]] = lambda _: nullcontext()
-    ) -> None:
+    def __init__(self, path: Path, enabled: bool, guard: Callable[[Path], ContextManager[None]]) -> None:
         self.path = path
         self.enabled = enabled
         self.guard = guard
