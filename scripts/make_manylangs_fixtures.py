@@ -44,7 +44,23 @@ SENTENCES: List[List[str]] = [
 CHARS_SEEN = sorted(set("".join(token for sentence in SENTENCES[:6] for token in sentence)) - set("ñ☃😀"))
 """The characters of the char lexicon: those of the first sentences, less a few left out on purpose."""
 
-WORDS = ["Die", "Straße", "ist", ".", "Café", ",", "!", "中文", "好", "Привет", "мир", "مرحبا", "und", "Donaudam", "中文中文中文中文"]
+WORDS = [
+    "Die",
+    "Straße",
+    "ist",
+    ".",
+    "Café",
+    ",",
+    "!",
+    "中文",
+    "好",
+    "Привет",
+    "мир",
+    "مرحبا",
+    "und",
+    "Donaudam",
+    "中文中文中文中文",
+]
 """Words of the word lexicon; ``Donaudam`` and ``中文中文中文中文`` are what long tokens are cut to."""
 
 SPECIAL = ["<oov>", "<bos>", "<eos>", "<pad>"]
@@ -54,7 +70,14 @@ CHAR_SPECIAL = ["<bos>", "<eos>", "<oov>", "<pad>", "<bow>", "<eow>"]
 def network_config(word_dim: int, activation: str, cell_clip: float, proj_clip: float) -> Dict:
     """A network config in the published layout, at a tiny size."""
     return {
-        "encoder": {"name": "elmo", "projection_dim": 6, "cell_clip": cell_clip, "proj_clip": proj_clip, "dim": 10, "n_layers": 2},
+        "encoder": {
+            "name": "elmo",
+            "projection_dim": 6,
+            "cell_clip": cell_clip,
+            "proj_clip": proj_clip,
+            "dim": 10,
+            "n_layers": 2,
+        },
         "token_embedder": {
             "name": "cnn",
             "activation": activation,
@@ -129,7 +152,9 @@ def write_model(directory: Path, config: Dict, config_path: str, legacy_format: 
     embedder = Embedder(str(directory), batch_size=64)
     outputs = embedder.sents2elmo(SENTENCES, output_layer=-2)
     (directory / "sentences.json").write_text(json.dumps(SENTENCES, ensure_ascii=False, indent=0), encoding="utf-8")
-    np.savez_compressed(directory / "expected.npz", **{f"sentence_{i}": np.asarray(o, dtype=np.float32) for i, o in enumerate(outputs)})
+    np.savez_compressed(
+        directory / "expected.npz", **{f"sentence_{i}": np.asarray(o, dtype=np.float32) for i, o in enumerate(outputs)}
+    )
 
 
 def main(root: str) -> None:

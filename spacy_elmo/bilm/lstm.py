@@ -46,11 +46,13 @@ class BiLstmLayer(nn.Module):
     """One layer of both directions: a TensorFlow ``LSTMCell`` with projection and clipping.
 
     Weights are kept as in the file (row-vector convention, gate blocks ``i, j, f, o``), one
-    slice per direction, so that saving them back is exact.
+    slice per direction, so that saving them back is exact. ``forget_bias`` is added to the
+    forget gate at run time (TensorFlow's 1.0; 0.0 for models whose stored bias includes it).
     """
 
-    def __init__(self, input_dim: int, hidden_dim: int, projection_dim: int) -> None:
+    def __init__(self, input_dim: int, hidden_dim: int, projection_dim: int, forget_bias: float = FORGET_BIAS) -> None:
         super().__init__()
+        self.forget_bias = forget_bias
         self.input_weight = nn.Parameter(torch.zeros(2, input_dim, 4 * hidden_dim))
         self.recurrent_weight = nn.Parameter(torch.zeros(2, projection_dim, 4 * hidden_dim))
         self.bias = nn.Parameter(torch.zeros(2, 4 * hidden_dim))
@@ -61,10 +63,10 @@ class BiLstmLayer(nn.Module):
         return self.projection.shape[1]
 
     def gate_bias(self) -> torch.Tensor:
-        """The stored bias plus TensorFlow's run-time forget bias (never stored in the file)."""
+        """The stored bias plus the run-time forget bias (TensorFlow's, never stored in the file)."""
         H = self.hidden_dim
         offset = torch.zeros_like(self.bias[0])
-        offset[2 * H : 3 * H] = FORGET_BIAS
+        offset[2 * H : 3 * H] = self.forget_bias
         return self.bias + offset
 
     def step_weights(self) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -85,10 +87,10 @@ class BiLstmLayer(nn.Module):
 class ElmoLstm(nn.Module):
     """``n_layers`` of :class:`BiLstmLayer` with clipping and optional residual connections."""
 
-    def __init__(self, options: ElmoOptions, dropout: float = 0.0) -> None:
+    def __init__(self, options: ElmoOptions, dropout: float = 0.0, forget_bias: float = FORGET_BIAS) -> None:
         super().__init__()
         P, H = options.projection_dim, options.lstm_dim
-        self.layers = ModuleList(BiLstmLayer(P, H, P) for _ in range(options.n_layers))
+        self.layers = ModuleList(BiLstmLayer(P, H, P, forget_bias) for _ in range(options.n_layers))
         self.cell_clip = options.cell_clip
         self.proj_clip = options.proj_clip
         self.use_skip_connections = options.use_skip_connections

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ..chars import BOS_TOKEN, EOS_TOKEN, encode_tokens, index_batch
-from ..errors import ElmoWeightsError
+from ..errors import ElmoError, ElmoWeightsError
 from ..files import PathLike, write_text_atomic
 from .inference_precision import BiLMKernels, check_precision, check_supported, prepare_kernels
 from .lstm import ElmoLstm, LstmState
@@ -55,7 +55,10 @@ class ElmoBiLM(nn.Module):
     """
 
     boundary_char_ids: torch.Tensor
-    """Character ids of ``<S>`` and ``</S>`` ``(2, C)``: a buffer, so it follows the model's device."""
+    """Token ids of ``<S>`` and ``</S>`` ``(2, C)``: a buffer, so it follows the model's device."""
+
+    cache_key_dtype: torch.dtype = torch.int16
+    """Integer type the token cache keys ids in: wide enough for every id the token encoder reads."""
 
     def __init__(
         self,
@@ -64,20 +67,26 @@ class ElmoBiLM(nn.Module):
         stateful: bool = False,
         token_cache_size: int = DEFAULT_TOKEN_CACHE_SIZE,
         precision: str = "fp32",
+        token_encoder: Optional[TokenEncoder] = None,
+        lstm: Optional[ElmoLstm] = None,
+        boundary_ids: Optional[np.ndarray] = None,
     ) -> None:
+        """``token_encoder``, ``lstm`` and ``boundary_ids`` default to ELMo's (byte ids, TensorFlow
+        cells); a model with another vocabulary or cell passes its own (see :mod:`.manylangs`)."""
         super().__init__()
         install_fork_guard()
         self.precision = check_precision(precision)
         """Precision of inference (``fp32``, ``bf16``, ``int8``; see :mod:`spacy_elmo.bilm.inference_precision`)."""
         self._kernels: Optional[BiLMKernels] = None
         self.options = options
-        self.token_encoder = TokenEncoder(options)
-        self.lstm = ElmoLstm(options)
+        self.token_encoder = TokenEncoder(options) if token_encoder is None else token_encoder
+        self.lstm = ElmoLstm(options) if lstm is None else lstm
         self.stateful = stateful
         self.token_cache = TokenCache(token_cache_size)
         self._state: Optional[LstmState] = None
-        boundaries = torch.from_numpy(encode_tokens([BOS_TOKEN, EOS_TOKEN], options.max_characters_per_token))
-        self.register_buffer("boundary_char_ids", boundaries, persistent=False)
+        if boundary_ids is None:
+            boundary_ids = encode_tokens([BOS_TOKEN, EOS_TOKEN], options.max_characters_per_token)
+        self.register_buffer("boundary_char_ids", torch.from_numpy(boundary_ids), persistent=False)
 
     # ------------------------------------------------------------------ construction
 
@@ -101,8 +110,20 @@ class ElmoBiLM(nn.Module):
         precision: str = "fp32",
     ) -> "ElmoBiLM":
         """Load a published ``options.json`` + ``weights.hdf5`` pair; ``precision`` as in
-        :meth:`to_precision` (the weights are read and kept as float32 in every case)."""
+        :meth:`to_precision` (the weights are read and kept as float32 in every case).
+
+        An ELMoForManyLangs model's ``config.json`` and ``encoder.pkl`` (what :func:`resolve_model`
+        gives for its directory) load that model (:class:`.manylangs.ManyLangsBiLM`)."""
         check_precision(precision)
+        from .manylangs import ManyLangsBiLM
+        from .manylangs_io import is_manylangs_files
+
+        if is_manylangs_files(options_path, weights_path):
+            model: ElmoBiLM = ManyLangsBiLM.from_directory(
+                Path(options_path).parent, stateful=stateful, token_cache_size=token_cache_size
+            )
+            model = model if device is None else model.to(device)
+            return model.to_precision(precision)
         options = ElmoOptions.from_file(options_path)
         arrays = read_weights(weights_path, options)
         model = cls.from_arrays(options, arrays, stateful=stateful, token_cache_size=token_cache_size)
@@ -112,16 +133,25 @@ class ElmoBiLM(nn.Module):
     @classmethod
     def from_pretrained(cls, name_or_directory: PathLike, **kwargs: Any) -> "ElmoBiLM":
         """Load a published model by name ("small", "medium", "original", "original-5.5b"),
-        downloading it once into the cache, or a directory with options.json + weights.hdf5."""
+        downloading it once into the cache, a directory with options.json + weights.hdf5, or an
+        ELMoForManyLangs model directory (config.json, char.dic, word.dic and two .pkl files)."""
         options_path, weights_path = resolve_model(str(name_or_directory))
         return cls.from_files(options_path, weights_path, **kwargs)
 
     @classmethod
     def from_bytes(cls, data: Dict[str, bytes], **kwargs: Any) -> "ElmoBiLM":
-        """Inverse of :meth:`to_bytes`."""
+        """Inverse of :meth:`to_bytes` (of this class or of :class:`.manylangs.ManyLangsBiLM`)."""
+        from .manylangs import ManyLangsBiLM
+        from .manylangs_io import is_manylangs_data
+
         try:
-            options = ElmoOptions.from_dict(json.loads(data["options"]), source="<serialized options>")
+            options_data = json.loads(data["options"])
+            if is_manylangs_data(options_data):
+                return ManyLangsBiLM.from_serialized(options_data, data["weights"], **kwargs)
+            options = ElmoOptions.from_dict(options_data, source="<serialized options>")
         except (KeyError, TypeError, ValueError) as err:
+            if isinstance(err, ElmoError):
+                raise
             raise ElmoWeightsError(f"Serialized biLM is incomplete or corrupted: {err}.") from None
         return cls.from_arrays(options, weights_from_bytes(data["weights"], options), **kwargs)
 
@@ -221,7 +251,7 @@ class ElmoBiLM(nn.Module):
             return self.token_encoder(char_ids, encoder_kernels)
         version = tuple((p.data_ptr(), p._version, p.dtype) for p in parameters)
         self.token_cache.validate((self.precision if kernels is not None else "fp32", version))
-        keys = [row.tobytes() for row in char_ids.to(torch.int16).cpu().numpy()]
+        keys = [row.tobytes() for row in char_ids.to(self.cache_key_dtype).cpu().numpy()]
         found, cached, missing = self.token_cache.lookup(keys)
         if cached is None:  # nothing found
             vectors = self.token_encoder(char_ids, encoder_kernels)
@@ -296,13 +326,19 @@ class ElmoBiLM(nn.Module):
 
     # ------------------------------------------------------------------ NumPy API
 
+    def index_batch(self, sentences: Sequence[Sequence[str]]) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """What :meth:`forward` takes for a batch: the ids of its distinct tokens ``(U, C)``, an
+        index into them ``(B, T)`` and the lengths ``(B,)`` (see :func:`spacy_elmo.chars.index_batch`)."""
+        char_ids, token_index, lengths, _ = index_batch(sentences, self.options.max_characters_per_token)
+        return char_ids, token_index, lengths
+
     def embed_batch(self, sentences: Sequence[Sequence[str]]) -> Tuple[torch.Tensor, torch.Tensor]:
         """One batch of tokenised sentences → layers ``(L+1, B, T, 2P)`` and lengths ``(B,)``."""
         if not sentences:
             empty = self.boundary_char_ids.new_zeros((0,), dtype=torch.long)
             layers = self.token_encoder.projection.new_zeros((self.options.n_output_layers, 0, 0, self.options.output_dim))
             return layers, empty
-        char_ids, token_index, lengths, _ = index_batch(sentences, self.options.max_characters_per_token)
+        char_ids, token_index, lengths = self.index_batch(sentences)
         row_lengths = torch.from_numpy(lengths)
         layers = self(torch.from_numpy(char_ids), torch.from_numpy(token_index), row_lengths)
         return layers, row_lengths

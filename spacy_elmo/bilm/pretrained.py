@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from ..errors import ElmoDownloadError, ElmoError, ElmoModelNotFoundError, ElmoOptionsError, ElmoWeightsError
 from ..files import PathLike, atomic_path
+from . import manylangs_io
 from .options import ElmoOptions
 from .weights_io import read_weights
 
@@ -69,6 +70,8 @@ def model_urls(name: str) -> Tuple[str, str]:
 def resolve_model(name_or_path: PathLike) -> Tuple[Path, Path]:
     """(options path, weights path) of a published model name or a model directory.
 
+    For an ELMoForManyLangs model directory (``config.json`` and no ``options.json``) they are its
+    ``config.json`` and ``encoder.pkl`` (:meth:`ElmoBiLM.from_files` loads the directory from them).
     ``"default"`` is the biLM shipped inside the package. A published name
     (case-insensitive) always means the published model, downloaded into the cache if
     needed; write e.g. ``./small`` to mean a directory called ``small``.
@@ -195,6 +198,8 @@ def _known_names() -> str:
 
 
 def _model_dir_files(directory: Path) -> Tuple[Path, Path]:
+    if manylangs_io.is_model_dir(directory):
+        return manylangs_io.model_files(directory)
     options_path, weights_path = directory / OPTIONS_FILE, directory / WEIGHTS_FILE
     missing = [p.name for p in (options_path, weights_path) if not p.is_file()]
     if missing:
@@ -202,7 +207,8 @@ def _model_dir_files(directory: Path) -> Tuple[Path, Path]:
         raise ElmoModelNotFoundError(
             f"Model directory {directory} has no {' and no '.join(missing)} "
             f"(it holds: {', '.join(present) or 'nothing'}). A model directory needs "
-            f"{OPTIONS_FILE} and {WEIGHTS_FILE}, published together: add or rename the files."
+            f"{OPTIONS_FILE} and {WEIGHTS_FILE}, published together (or, for an ELMoForManyLangs model, "
+            f"{manylangs_io.CONFIG_FILE}, {manylangs_io.CHAR_LEXICON_FILE} and its .pkl files): add or rename the files."
         )
     return options_path, weights_path
 

@@ -17,6 +17,11 @@ from .tensors import conv_bias, to_numpy
 LOOKUP_CHUNK_FLOATS = 2**19
 """Window sums per chunk of :meth:`TokenEncoder._pool_by_lookup`: 2 MiB, about a core's L2 cache."""
 
+LOOKUP_TABLE_MAX_FLOATS = 2**24
+"""Largest lookup table (64 MiB of float32) :meth:`TokenEncoder._pool_by_lookup` builds: the byte
+vocabulary's is 15 MiB at the published shape; a lexicon of thousands of characters (CJK) would
+need hundreds, so such encoders pool by one matmul instead."""
+
 
 class Highway(nn.Module):
     """``x ← g·relu(x W_t + b_t) + (1 − g)·x`` with ``g = σ(x W_c + b_c)``.
@@ -48,14 +53,18 @@ class TokenEncoder(nn.Module):
     a window lying wholly in the padding has the same value for every token, and cutting
     the axis at ``longest real prefix + widest filter`` keeps one such window for every
     token that has one at full length, so the max-pool is exact.
+
+    ``n_chars`` and ``padding_id`` describe the character vocabulary: by default ELMo's 262
+    byte ids (:mod:`spacy_elmo.chars`); a lexicon-based model passes its own.
     """
 
-    def __init__(self, options: ElmoOptions) -> None:
+    def __init__(self, options: ElmoOptions, n_chars: int = 262, padding_id: int = PADDING_ID) -> None:
         super().__init__()
         self.max_chars = options.max_characters_per_token
         self.activation = torch.relu if options.activation == "relu" else torch.tanh
+        self.padding_id = padding_id
         d_c = options.char_embedding_dim
-        self.char_embedding = nn.Parameter(torch.zeros(262, d_c))
+        self.char_embedding = nn.Parameter(torch.zeros(n_chars, d_c))
         self.convolutions = ModuleList(nn.Conv1d(d_c, count, width) for width, count in options.filters)
         self.widest_filter = max(width for width, _ in options.filters)
         self.highways = ModuleList(Highway(options.n_filters) for _ in range(options.n_highway))
@@ -67,28 +76,44 @@ class TokenEncoder(nn.Module):
         """Token vectors; with ``kernels`` (no autograd) the matmuls run at their precision."""
         if char_ids.shape[0] == 0:
             return self.projection_bias.new_zeros((0, self.projection.shape[1]))
+        x = self.char_features(char_ids, kernels)
+        return torch.addmm(self.projection_bias, x, self.projection) if kernels is None else kernels.projection(x)
+
+    def char_features(self, char_ids: torch.Tensor, kernels: Optional[TokenEncoderKernels] = None) -> torch.Tensor:
+        """The char CNN and highways: ``(U, F)`` features of ``(U, C)`` character ids, before the projection."""
         n_chars = self.char_embedding.shape[0]
         low, high = (int(bound) for bound in torch.aminmax(char_ids))
         if low < 0 or high >= n_chars:
             raise ValueError(
                 f"character ids must be in 0..{n_chars - 1} (spacy_elmo.chars.encode_tokens makes them), got {low}..{high}"
             )
-        used = int((char_ids != PADDING_ID).sum(dim=1).max())
+        used = int((char_ids != self.padding_id).sum(dim=1).max())
         width = min(char_ids.shape[1], used + self.widest_filter)
         clipped = width < used + self.widest_filter
         if kernels is not None:
-            return self._forward_low_precision(char_ids[:, :width], clipped, kernels)
+            x = self.activation(self._pool_without_grad(char_ids[:, :width], clipped))
+            for highway, matmul in zip(self.highways, kernels.highways):
+                x = highway.combine(x, matmul(x))
+            return x
         dtype = matmul_dtype(char_ids.device)
         if dtype is not None:
             x = self.activation(self._pool_one_matmul(char_ids[:, :width], dtype, clipped))
         elif not torch.is_grad_enabled():
-            x = self.activation(self._pool_by_lookup(char_ids[:, :width], clipped))
+            x = self.activation(self._pool_without_grad(char_ids[:, :width], clipped))
         else:
             chars = F.embedding(char_ids[:, :width], self.char_embedding).transpose(1, 2)
             x = torch.cat([self.activation(conv(chars).amax(dim=2)) for conv in self.convolutions], dim=1)
         for highway in self.highways:
             x = highway(x)
-        return torch.addmm(self.projection_bias, x, self.projection)
+        return x
+
+    def _pool_without_grad(self, char_ids: torch.Tensor, clipped: bool) -> torch.Tensor:
+        """Max-pooled convolutions by table lookup where the table stays small
+        (:data:`LOOKUP_TABLE_MAX_FLOATS`), else by one float32 matmul."""
+        table_floats = self.widest_filter * self.char_embedding.shape[0] * sum(conv.weight.shape[0] for conv in self.convolutions)
+        if table_floats <= LOOKUP_TABLE_MAX_FLOATS:
+            return self._pool_by_lookup(char_ids, clipped)
+        return self._pool_one_matmul(char_ids, self.char_embedding.dtype, clipped)
 
     def _pool_one_matmul(self, char_ids: torch.Tensor, dtype: torch.dtype, clipped: bool) -> torch.Tensor:
         """Max-pooled convolutions ``(U, F)`` (before the activation) as one ``dtype`` matmul over
@@ -102,8 +127,10 @@ class TokenEncoder(nn.Module):
         """
         U, W = char_ids.shape
         widest = self.widest_filter
-        table = self.char_embedding.to(dtype)  # cast 262 rows, not every window
-        windows = F.embedding(F.pad(char_ids, (0, widest - 1), value=PADDING_ID), table).unfold(1, widest, 1)  # (U, W, d, widest)
+        table = self.char_embedding.to(dtype)  # cast the vocabulary's rows, not every window
+        windows = F.embedding(F.pad(char_ids, (0, widest - 1), value=self.padding_id), table).unfold(
+            1, widest, 1
+        )  # (U, W, d, widest)
         out = torch.addmm(self._filter_biases(), windows.reshape(U * W, -1), self._padded_kernels().flatten(1).t()).view(U, W, -1)
         if clipped:
             out = out.masked_fill(self._beyond_last_window(W).to(out.device), float("-inf"))
@@ -127,7 +154,7 @@ class TokenEncoder(nn.Module):
         widest = self.widest_filter
         table = self.lookup_table()
         offsets = torch.arange(widest, device=char_ids.device) * self.char_embedding.shape[0]
-        rows = F.pad(char_ids, (0, widest - 1), value=PADDING_ID).unfold(1, widest, 1) + offsets  # (U, W, widest)
+        rows = F.pad(char_ids, (0, widest - 1), value=self.padding_id).unfold(1, widest, 1) + offsets  # (U, W, widest)
         invalid = self._beyond_last_window(W).to(char_ids.device) if clipped else None
         tokens_per_chunk = max(1, LOOKUP_CHUNK_FLOATS // (W * table.shape[1]))
         pooled = []
@@ -174,12 +201,6 @@ class TokenEncoder(nn.Module):
         """``(W, F)``: True where a filter's window would start past its last full window."""
         last = torch.cat([torch.full((conv.weight.shape[0],), W - conv.weight.shape[2]) for conv in self.convolutions])
         return torch.arange(W).unsqueeze(1) > last.unsqueeze(0)
-
-    def _forward_low_precision(self, char_ids: torch.Tensor, clipped: bool, kernels: TokenEncoderKernels) -> torch.Tensor:
-        x = self.activation(self._pool_by_lookup(char_ids, clipped))
-        for highway, matmul in zip(self.highways, kernels.highways):
-            x = highway.combine(x, matmul(x))
-        return kernels.projection(x)
 
     def load_arrays(self, arrays: Dict[str, np.ndarray]) -> None:
         """Copy weights from the published HDF5 layout (docs/design.md §7)."""
