@@ -6,6 +6,7 @@ with what the reference package (``elmoformanylangs``) computed for them, writte
 """
 
 import json
+import os
 import pickle
 import shutil
 from pathlib import Path
@@ -261,3 +262,153 @@ def test_network_config_that_is_not_there_is_named(model_copy):
     (model_copy / "cnn_tiny.json").unlink()
     with pytest.raises(ElmoModelNotFoundError, match=r"'config_path' 'cnn_tiny\.json' names a network config that is not there"):
         ElmoBiLM.from_pretrained(model_copy)
+
+
+# ---------------------------------------------------------------------- the spaCy plugin
+
+GERMAN = [
+    ("Die Straße in Köln ist schön .", [(14, 18, "LOC")]),
+    ("Anna wohnt in Berlin .", [(0, 4, "PER"), (14, 20, "LOC")]),
+    ("Der Kapitän fährt nach Wien .", [(23, 27, "LOC")]),
+    ("Peter mag Café crème .", [(0, 5, "PER")]),
+]
+
+
+def german_pipeline(model_dir: Path, **component):
+    import spacy
+
+    nlp = spacy.blank("de")
+    nlp.add_pipe("elmo", config={"model": {"weights": str(model_dir)}, **component})
+    return nlp
+
+
+def test_component_in_a_german_pipeline(tmp_path):
+    from spacy.tokens import Doc
+
+    nlp = german_pipeline(FIXTURES / "cnn_words")
+    batch = [s for s in sentences("cnn_words") if s]
+    reference = [r for r in expected("cnn_words") if r.size]
+    docs = list(nlp.pipe(Doc(nlp.vocab, words=words) for words in batch))
+    for doc, layers in zip(docs, reference):
+        np.testing.assert_allclose(doc._.elmo_layers, layers, **TOLERANCE)
+        np.testing.assert_allclose(doc.tensor, layers.mean(axis=0), **TOLERANCE)
+        np.testing.assert_array_equal(doc[0].vector, doc.tensor[0])
+    # Saved with the model inside: the pipeline loads without the model directory.
+    model_dir = tmp_path / "model"
+    shutil.copytree(FIXTURES / "cnn_words", model_dir)
+    nlp = german_pipeline(model_dir)
+    nlp.initialize()
+    before = nlp("Die Straße ist schön .").tensor
+    nlp.to_disk(tmp_path / "pipeline")
+    shutil.rmtree(model_dir)
+    import spacy
+
+    reloaded = spacy.load(tmp_path / "pipeline")
+    np.testing.assert_array_equal(reloaded("Die Straße ist schön .").tensor, before)
+    assert isinstance(reloaded.get_pipe("elmo").model.get_ref("bilm").shims[0].bilm, ManyLangsBiLM)
+    fresh = spacy.blank("de")
+    fresh.add_pipe("elmo")  # the shipped English biLM, replaced by the bytes' model
+    fresh.from_bytes(reloaded.to_bytes())
+    np.testing.assert_array_equal(fresh("Die Straße ist schön .").tensor, before)
+
+
+def _ner_pipeline(model_dir: Path, frozen: bool):
+    import spacy
+
+    config = spacy.util.load_config(Path(__file__).resolve().parents[1] / "configs" / "ner_elmo.cfg")
+    overrides = {"nlp.lang": "de", "components.elmo.model.weights": str(model_dir), "components.elmo.frozen": frozen}
+    return spacy.util.load_model_from_config(config.merge(spacy.util.dot_to_dict(overrides)), auto_fill=True, validate=True)
+
+
+def _german_examples(nlp):
+    from spacy.training import Example
+
+    return [Example.from_dict(nlp.make_doc(text), {"entities": entities}) for text, entities in GERMAN]
+
+
+@pytest.mark.parametrize("frozen", [True, False])
+def test_ner_training_in_german(tmp_path, frozen):
+    """A tiny German NER run on the model; fine-tuning changes its weights, which are saved."""
+    from thinc.api import fix_random_seed
+
+    nlp = _ner_pipeline(FIXTURES / "cnn_words", frozen)
+    examples = _german_examples(nlp)
+    fix_random_seed(0)
+    optimizer = nlp.initialize(lambda: examples)
+    bilm = nlp.get_pipe("elmo").model.get_ref("bilm").shims[0].bilm
+    before = bilm.to_arrays()
+    losses: List[float] = []
+    for _ in range(15):
+        step = {}
+        nlp.update(examples, sgd=optimizer, losses=step, drop=0.0)
+        losses.append(step["ner"])
+    assert max(losses[-3:]) < losses[0]
+    after = bilm.to_arrays()
+    changed = [name for name in before if not np.array_equal(before[name], after[name])]
+    if frozen:
+        assert changed == []
+    else:
+        assert "token_embedder/word_emb_layer.embedding.weight" in changed
+        assert any(name.startswith("encoder/backward_layer_1") for name in changed)
+    texts = [text for text, _ in GERMAN]
+    predicted = [doc.tensor for doc in nlp.pipe(texts)]
+    nlp.to_disk(tmp_path / "pipeline")
+    import spacy
+
+    reloaded = spacy.load(tmp_path / "pipeline")
+    for doc, tensor in zip(reloaded.pipe(texts), predicted):
+        np.testing.assert_allclose(doc.tensor, tensor, rtol=1e-6, atol=1e-6)
+
+
+def test_spacy_train_cli_in_german(tmp_path):
+    import subprocess
+    import sys
+
+    import spacy
+    from spacy.tokens import DocBin
+
+    nlp = spacy.blank("de")
+    docs = [example.reference for example in _german_examples(nlp)]
+    DocBin(docs=docs).to_disk(tmp_path / "train.spacy")
+    repo = Path(__file__).resolve().parents[1]
+    command = [
+        sys.executable,
+        "-m",
+        "spacy",
+        "train",
+        str(repo / "configs" / "ner_elmo.cfg"),
+        "--output",
+        str(tmp_path / "out"),
+        "--nlp.lang",
+        "de",
+        "--paths.train",
+        str(tmp_path / "train.spacy"),
+        "--paths.dev",
+        str(tmp_path / "train.spacy"),
+        "--components.elmo.model.weights",
+        str(FIXTURES / "cnn_words"),
+        "--training.max_steps",
+        "4",
+        "--training.eval_frequency",
+        "2",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    trained = spacy.load(tmp_path / "out" / "model-best")
+    assert trained.lang == "de" and trained("Anna wohnt in Berlin .").tensor.shape == (5, 12)
+
+
+def test_embed_command_reads_the_model_directory(tmp_path):
+    import h5py
+
+    from spacy_elmo.__main__ import main as cli_main
+
+    lines = [" ".join(s) for s in sentences("cnn_words") if s]
+    source = tmp_path / "corpus.txt"
+    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = tmp_path / "out.hdf5"
+    assert cli_main(["embed", str(source), str(out), "--weights", str(FIXTURES / "cnn_words"), "--all", "--no-progress"]) == 0
+    reference = [r for r in expected("cnn_words") if r.size]
+    with h5py.File(out, "r") as h5:
+        for i, layers in enumerate(reference):
+            np.testing.assert_allclose(h5[str(i)][()], layers, **TOLERANCE)

@@ -24,11 +24,12 @@ from thinc.api import ArgsKwargs, Model, Optimizer, PyTorchGradScaler, PyTorchSh
 from thinc.types import Floats3d, Floats4d
 
 from ..bilm.batching import batches_by_length
+from ..bilm.manylangs import ManyLangsBiLM
+from ..bilm.manylangs_io import is_manylangs_data
 from ..bilm.model import ElmoBiLM
 from ..bilm.options import ElmoOptions
 from ..bilm.pretrained import resolve_files
 from ..bilm.weights_io import weights_from_bytes
-from ..chars import index_batch
 from ..errors import ElmoOptionsError, ElmoWeightsError
 from ..locks import PicklableLock
 from .layer_cache import LayerCache
@@ -154,9 +155,14 @@ class ElmoShim(PyTorchShim):
             options_data = json.loads(verified["options"])
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
             raise ElmoOptionsError(f"{options_source} are not readable JSON ({err}). {_RESAVE}") from None
-        options = ElmoOptions.from_dict(options_data, source=options_source)
-        arrays = weights_from_bytes(verified["weights"], options, source=f"{source} (its weights)")
-        bilm = ElmoBiLM.from_arrays(options, arrays, token_cache_size=self.cfg.get("token_cache_size", 0))
+        cache_size = self.cfg.get("token_cache_size", 0)
+        bilm: ElmoBiLM
+        if is_manylangs_data(options_data):
+            bilm = ManyLangsBiLM.from_serialized(options_data, verified["weights"], source=source, token_cache_size=cache_size)
+        else:
+            options = ElmoOptions.from_dict(options_data, source=options_source)
+            arrays = weights_from_bytes(verified["weights"], options, source=f"{source} (its weights)")
+            bilm = ElmoBiLM.from_arrays(options, arrays, token_cache_size=cache_size)
         if self.layer_cache is not None:
             self.layer_cache.clear()
         return bilm.to(device).to_precision(self.precision, setting=self.setting("precision"))
@@ -326,12 +332,12 @@ def _frozen_forward(model: Model, sequences: TokenSequences, is_train: bool = Fa
 
 def _run(model: Model, sequences: TokenSequences, is_train: bool) -> Tuple[List[Floats3d], Backprop]:
     shim = elmo_shim(model)
-    options = bilm_options(model)
+    bilm_options(model)
     outputs: List[Optional[Floats3d]] = [None] * len(sequences)
     callbacks = []
     for rows in batches_by_length([len(s) for s in sequences], model.attrs["max_batch_tokens"]):
         batch = [sequences[i] for i in rows]
-        char_ids, token_index, lengths, _ = index_batch(batch, options.max_characters_per_token)
+        char_ids, token_index, lengths = shim.bilm.index_batch(batch)
         device = shim.device
         inputs = ArgsKwargs(
             args=(
