@@ -412,3 +412,20 @@ def test_embed_command_reads_the_model_directory(tmp_path):
     with h5py.File(out, "r") as h5:
         for i, layers in enumerate(reference):
             np.testing.assert_allclose(h5[str(i)][()], layers, **TOLERANCE)
+
+
+def test_init_config_from_a_german_spacy_config(tmp_path):
+    """``spacy init config --lang de -p ner`` then ``init-config --weights DIR``: a German ELMo NER config."""
+    import spacy
+    from spacy.cli.init_config import init_config as spacy_init_config
+
+    from spacy_elmo.init_config import init_config
+
+    spacy_init_config(lang="de", pipeline=["ner"]).to_disk(tmp_path / "base.cfg")
+    init_config(str(tmp_path / "base.cfg"), str(tmp_path / "ner_de.cfg"), weights=str(FIXTURES / "cnn_words"))
+    config = spacy.util.load_config(tmp_path / "ner_de.cfg")
+    assert config["nlp"]["lang"] == "de" and config["components"]["elmo"]["model"]["weights"] == str(FIXTURES / "cnn_words")
+    nlp = spacy.util.load_model_from_config(config, auto_fill=True, validate=True)
+    examples = _german_examples(nlp)
+    nlp.initialize(lambda: examples)
+    assert nlp("Anna wohnt in Berlin .")._.elmo_layers.shape == (3, 5, 12)

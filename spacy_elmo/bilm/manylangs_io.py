@@ -58,8 +58,11 @@ PUBLISHED_NETWORK: Dict[str, Any] = {
         "char_dim": 50,
         "max_characters_per_token": 50,
     },
+    "classifier": {"name": "sampled_softmax", "n_samples": 8192},
+    "dropout": 0.1,
 }
-"""The network every published model uses. Their ``config.json`` names it by a file that the
+"""The network every published model uses (the classifier and dropout only matter in training,
+but the reference reads them when it loads a model). Their ``config.json`` names it by a file that the
 reference package ships rather than the model directory; it is used when that file is absent."""
 PUBLISHED_NETWORK_FILES = ("cnn_50_100_512_4096_sample.json", "cnn_0_100_512_4096_sample.json")
 
