@@ -3,7 +3,7 @@
 Run with a Python that has the reference package installed (``pip install elmoformanylangs
 'overrides<4'`` beside a CPU torch), never the project's own environment:
 
-    /root/efml/bin/python scripts/make_manylangs_fixtures.py tests/fixtures/manylangs
+    ~/efml/bin/python scripts/make_manylangs_fixtures.py tests/fixtures/manylangs
 
 Each model directory has the published layout (``config.json`` naming the network config,
 the network config, ``char.dic``, ``word.dic``, ``token_embedder.pkl``, ``encoder.pkl``),
@@ -169,7 +169,7 @@ def main(root: str) -> None:
     write_model(
         base / "cnn_chars",
         network_config(0, "tanh", 0, 0),
-        "/home/someone/configs/cnn_tiny_chars.json",
+        "/srv/elmo/configs/cnn_tiny_chars.json",
         legacy_format=True,
         seed=SEED + 1,
     )
