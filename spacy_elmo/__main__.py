@@ -1,5 +1,5 @@
 """Command line: ``python -m spacy_elmo download NAME``, ``pretrain CONFIG OUTPUT_DIR``, ``embed INPUT OUTPUT``,
-``embed-merge OUT SHARD...`` and ``init-config IN OUT``."""
+``embed-merge OUT SHARD...``, ``init-config IN OUT`` and ``config NAME OUT``."""
 
 import argparse
 import sys
@@ -25,6 +25,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         from .init_config import main as init_config_main
 
         return init_config_main(argv[1:], prog="python -m spacy_elmo init-config")
+    if argv and argv[0] == "config":
+        from .shipped_configs import main as config_main
+
+        return config_main(argv[1:], prog="python -m spacy_elmo config")
     parser = argparse.ArgumentParser(prog="python -m spacy_elmo", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     download = commands.add_parser("download", help="Download a published biLM into the cache.")
@@ -47,6 +51,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         "init-config",
         add_help=False,
         help="Rewrite a 'spacy init config' training config to use ELMo (python -m spacy_elmo init-config --help).",
+    )
+    commands.add_parser(
+        "config",
+        add_help=False,
+        help="Write a shipped config (ner_elmo, textcat_elmo, pretrain_small, ...) to a file (python -m spacy_elmo config --list).",
     )
     args = parser.parse_args(argv)
     try:

@@ -1,7 +1,8 @@
 """``python -m spacy_elmo init-config IN OUT``: turn a spaCy training config into one on ELMo.
 
 Takes a config made by ``python -m spacy init config`` (or any spaCy training config) and
-rewrites only what ELMo needs, the way ``configs/ner_elmo.cfg`` is built:
+rewrites only what ELMo needs, the way the shipped ``ner_elmo`` config is built
+(``python -m spacy_elmo config ner_elmo ner_elmo.cfg`` writes it out):
 
 * an ``elmo`` component first in the pipeline (biLM ``--weights``, frozen unless
   ``--fine-tune``);
@@ -200,7 +201,7 @@ def _replace_tok2vecs(
             raise ElmoConfigError(
                 f"{source}: [{'.'.join(where)}] uses {architecture}, which init-config cannot replace with "
                 f"ELMo. Replace it by spacy.Tok2VecListener.v1 (or spacy.Tok2Vec.v2) and run init-config "
-                f"again, or edit the config by hand after configs/ner_elmo.cfg."
+                f"again, or edit the config by hand after the shipped one (python -m spacy_elmo config ner_elmo ner_elmo.cfg)."
             )
         count += 1
     return count
@@ -247,7 +248,7 @@ def _from_tok2vec_layer(layer: Dict[str, Any], width: Optional[int], where: List
         raise ElmoConfigError(
             f"{source}: [{'.'.join(where)}] is {architecture}, not a spacy.Tok2Vec.v2 with embed and encode "
             f"blocks, so init-config cannot carry its embeddings over to ELMo. Edit the config by hand after "
-            f"configs/ner_elmo.cfg."
+            f"the shipped one (python -m spacy_elmo config ner_elmo ner_elmo.cfg)."
         )
     encode = layer["encode"]
     width = width if isinstance(width, int) else encode.get("width", layer["embed"].get("width"))

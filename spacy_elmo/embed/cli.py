@@ -80,7 +80,7 @@ def build_embed_parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument(
         "--precision",
         default="fp32",
-        help="fp32 (exact, the default), or bf16 / int8 matmuls: faster, approximate (README: Low precision)",
+        help="fp32 (exact, the default), or bf16 / int8 matmuls: faster, approximate (docs/speed.md)",
     )
     parser.add_argument(
         "--force",

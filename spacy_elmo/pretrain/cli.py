@@ -26,7 +26,9 @@ def build_parser(prog: str = "python -m spacy_elmo pretrain") -> argparse.Argume
     parser = argparse.ArgumentParser(
         prog=prog, description=DESCRIPTION, epilog=help_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("config", help="config file (see configs/pretrain_small.cfg and configs/pretrain_tiny.cfg)")
+    parser.add_argument(
+        "config", help="config file (python -m spacy_elmo config pretrain_small pretrain_small.cfg writes the shipped one)"
+    )
     parser.add_argument("output_dir", help="directory for the vocabulary, logs, checkpoint and exported models")
     parser.add_argument(
         "--resume",
@@ -51,7 +53,7 @@ def build_parser(prog: str = "python -m spacy_elmo pretrain") -> argparse.Argume
     parser.add_argument(
         "--return-memory",
         action="store_true",
-        help="let the C allocator hand freed memory back to the OS (by default this command keeps it for reuse, which makes CPU training much faster on Linux; see the README's Pretraining section)",
+        help="let the C allocator hand freed memory back to the OS (by default this command keeps it for reuse, which makes CPU training much faster on Linux; see docs/pretraining.md)",
     )
     return parser
 

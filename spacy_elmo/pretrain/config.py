@@ -235,7 +235,9 @@ def load_config(path: PathLike, overrides: Optional[Dict[str, Any]] = None) -> P
     path = Path(path)
     source = str(path)
     if not path.is_file():
-        raise PretrainConfigError(f"Config file not found: {path}. Pass a file like configs/pretrain_small.cfg.")
+        raise PretrainConfigError(
+            f"Config file not found: {path}. Pass a config file; python -m spacy_elmo config pretrain_small pretrain_small.cfg writes the shipped one."
+        )
     try:
         raw = Config().from_str(path.read_text(encoding="utf-8"), interpolate=False)
     except Exception as err:  # confection reports syntax problems with several exception types
