@@ -1,48 +1,128 @@
-"""The README's Python examples run as written, offline; no tracked file holds a machine's paths.
+"""The README's and docs' examples run as written, offline; their links resolve; what their
+comments say a line prints is what it prints; no tracked file holds a machine's paths.
 
-A block that cannot run on its own (it needs a cluster, or a file a shell command above it
-writes) is preceded by a line ``<!-- readme-test: skip: REASON -->``; the reason shows in the
-test report.
+Pages are README.md and docs/*.md. A page with shell blocks runs as one session: every block
+in order, in one empty folder, as a user following the page would (``$DATA`` points at a tiny
+CoNLL-2003 copy, and the text files the pages name as "your text" are there). Commands that
+train are run with a few steps (``OVERRIDES``: the same command with a small budget
+appended). A page without shell blocks runs each Python block on its own. A block that cannot
+run here is preceded by ``<!-- doc-test: skip: REASON -->`` (the reason shows in the test
+report); ``<!-- doc-test: install -->`` marks the README's packaging recipe, which
+tests/test_install.py runs into a fresh virtual environment.
+
+A ``print(...)`` line whose comment says what it prints (the whole comment, or the part
+before the first ``: `` that starts an explanation) is checked when that part holds a number:
+the same words, and numbers within ``NUMBER_TOLERANCE``.
 """
 
+import gzip
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
+PAGES = [README] + sorted((REPO / "docs").glob("*.md"))
+MARKER = re.compile(r"^<!-- (?:doc|readme)-test: (skip: .*?|install) ?-->$")
+FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
+
+# Commands that train: the same command with a budget of a few steps appended.
+OVERRIDES: List[Tuple[re.Pattern, str]] = [
+    (re.compile(r"\bpython -m spacy train\b"), " --training.max_steps 2 --training.eval_frequency 2"),
+    (re.compile(r"\bpython -m spacy_elmo pretrain (?!--help)"), " --training.max_steps 2"),
+]
+# Pages whose session trains or embeds for more than a few seconds: run with -m slow.
+SLOW_PAGES = {"training.md", "pretraining.md", "embedding.md"}
+NUMBER_TOLERANCE = (0.02, 0.05)  # absolute, relative: printed numbers against the comment's
 
 
-SKIP_MARKER = "<!-- readme-test: skip: "
+class Block(NamedTuple):
+    page: Path
+    index: int
+    language: str
+    code: str
+    marker: Optional[str]  # "skip: REASON", "install" or None
+
+    @property
+    def name(self) -> str:
+        return f"{self.page.relative_to(REPO)} block {self.index} ({self.language})"
 
 
-def python_blocks(markdown: str) -> List[Tuple[str, Optional[str]]]:
-    """(code, skip reason or None) of every ```python fenced block, in order."""
-    blocks = []
-    for match in re.finditer(r"^```python\n(.*?)^```", markdown, re.S | re.M):
-        previous = markdown[: match.start()].rstrip("\n").rsplit("\n", 1)[-1]
-        reason = previous[len(SKIP_MARKER) :].removesuffix("-->").strip() if previous.startswith(SKIP_MARKER) else None
-        blocks.append((match.group(1), reason))
-    return blocks
+def blocks(page: Path) -> List[Block]:
+    """Every fenced block of ``page`` with its language and the marker line before it."""
+    text = page.read_text(encoding="utf-8")
+    found = []
+    for index, match in enumerate(FENCE.finditer(text)):
+        previous = text[: match.start()].rstrip("\n").rsplit("\n", 1)[-1]
+        marker = MARKER.match(previous)
+        found.append(Block(page, index, match.group(1), match.group(2), marker.group(1).strip() if marker else None))
+    return found
 
 
-BLOCKS = python_blocks(README.read_text(encoding="utf-8"))
+def runnable(block: Block) -> bool:
+    return block.language in ("python", "bash") and block.marker is None
 
 
-def offline_env(tmp_path: Path) -> dict:
-    """The environment of a user without network: an empty model cache and an unreachable mirror."""
+def has_shell(page: Path) -> bool:
+    return any(runnable(block) and block.language == "bash" for block in blocks(page))
+
+
+def offline_env(folder: Path) -> Dict[str, str]:
+    """The environment of a user without network: an empty model cache, an unreachable mirror,
+    one torch thread, and ``DATA`` (a tiny CoNLL-2003) for the pages that name it."""
     env = dict(os.environ)
     env.update(
-        SPACY_ELMO_CACHE=str(tmp_path / "empty-cache"),
+        SPACY_ELMO_CACHE=str(folder / ".empty-cache"),
         SPACY_ELMO_MIRROR="http://127.0.0.1:9/no-network",
         OMP_NUM_THREADS="1",
+        DATA=str(folder / ".data"),
     )
     return env
+
+
+def demo_sentences() -> List[List[Tuple[str, str]]]:
+    """The demo corpus's training sentences as (word, IOB tag) pairs."""
+    sentences = []
+    for line in (REPO / "demo" / "ner" / "train.txt").read_text(encoding="utf-8").splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        tokens: List[Tuple[str, str]] = []
+        for entity, label, plain in re.findall(r"\[([^|\]]+)\|([A-Z]+)\]|(\S+)", line):
+            if plain:
+                tokens.append((plain, "O"))
+            else:
+                words = entity.split()
+                tokens += [(word, ("B-" if i == 0 else "I-") + label) for i, word in enumerate(words)]
+        sentences.append(tokens)
+    return sentences
+
+
+def make_user_files(folder: Path) -> None:
+    """What the pages call the user's own files: ``$DATA/conll2003/*.txt``, training and
+    held-out text, and files of sentences to embed."""
+    sentences = demo_sentences()
+    conll = folder / ".data" / "conll2003"
+    conll.mkdir(parents=True, exist_ok=True)
+    for split, part in (("train", sentences[:40]), ("dev", sentences[40:60]), ("test", sentences[60:80])):
+        lines = ["-DOCSTART- -X- -X- O", ""]
+        for sentence in part:
+            lines += [f"{word} NN O {tag}" for word, tag in sentence] + [""]
+        (conll / f"{split}.txt").write_text("\n".join(lines), encoding="utf-8")
+    text = [" ".join(word for word, _ in sentence) for sentence in sentences]
+    (folder / "corpus").mkdir(exist_ok=True)
+    with gzip.open(folder / "corpus" / "news.txt.gz", "wt", encoding="utf-8") as file_:
+        file_.write("\n".join(text[:300]) + "\n")
+    with gzip.open(folder / "held-out.txt.gz", "wt", encoding="utf-8") as file_:
+        file_.write("\n".join(text[300:400]) + "\n")
+    with gzip.open(folder / "raw.txt.gz", "wt", encoding="utf-8") as file_:
+        file_.write("\n".join(text[400:420]) + "\n")
+    (folder / "sentences.txt").write_text("\n".join(text[:20]) + "\n", encoding="utf-8")
+    (folder / "corpus.txt").write_text("\n".join(text[20:60]) + "\n", encoding="utf-8")
 
 
 def trained_pipeline(path: Path) -> None:
@@ -61,27 +141,258 @@ def trained_pipeline(path: Path) -> None:
     assert spacy.load(path).pipe_names == ["elmo", "ner"]
 
 
-def test_readme_has_python_examples():
-    assert len([code for code, reason in BLOCKS if reason is None]) >= 3
+def shell_script(code: str) -> str:
+    """A block's commands as a bash script: continuation lines joined, trailing comments
+    dropped, ``OVERRIDES`` appended, stopping at the first failure."""
+    lines = []
+    for line in code.replace("\\\n", " ").splitlines():
+        command = re.split(r"\s+#\s", line, maxsplit=1)[0].rstrip()
+        for pattern, extra in OVERRIDES:
+            if pattern.search(command):
+                command += extra
+        if command:
+            lines.append(command)
+    return "set -euo pipefail\n" + "\n".join(lines) + "\n"
 
 
-@pytest.mark.parametrize("index", range(len(BLOCKS)))
-def test_readme_python_example_runs(index, tmp_path):
-    """Each block runs as a script in an empty folder; a block that loads the demo's trained
-    pipeline finds one there, made from the same config."""
-    code, skip_reason = BLOCKS[index]
-    if skip_reason is not None:
-        pytest.skip(f"README python block {index}: {skip_reason}")
-    if "training/demo/ner-elmo/model-best" in code:
-        trained_pipeline(tmp_path / "training" / "demo" / "ner-elmo" / "model-best")
-    script = tmp_path / f"readme_block_{index}.py"
-    script.write_text(code, encoding="utf-8")
-    result = subprocess.run(
-        [sys.executable, script.name], cwd=tmp_path, env=offline_env(tmp_path), capture_output=True, text=True, timeout=300
+def split_number_words(text: str) -> List[str]:
+    return re.findall(r"-?\d+(?:\.\d+)?(?:e-?\d+)?|[^\s\d,()\[\]{}:'\"]+", text)
+
+
+def matches(printed: str, expected: str) -> bool:
+    """Whether ``printed`` says what ``expected`` says: the same words, numbers within tolerance."""
+    got, want = split_number_words(printed), split_number_words(expected)
+    if len(got) != len(want):
+        return False
+    absolute, relative = NUMBER_TOLERANCE
+    for a, b in zip(got, want):
+        if re.fullmatch(r"-?\d+(?:\.\d+)?(?:e-?\d+)?", b):
+            try:
+                if abs(float(a) - float(b)) > max(absolute, relative * abs(float(b))):
+                    return False
+            except ValueError:
+                return False
+        elif a != b:
+            return False
+    return True
+
+
+def printed_comments(code: str) -> List[Tuple[str, Optional[str]]]:
+    """(line, what its comment says it prints or None) of every top-level print line."""
+    found = []
+    for line in code.splitlines():
+        if not line.startswith("print("):
+            continue
+        comment = line.split("  # ", 1)[1] if "  # " in line else None
+        found.append((line, comment.strip() if comment else None))
+    return found
+
+
+def claim(comment: Optional[str]) -> Optional[str]:
+    """What a print line's comment says it prints: the part before an explanation, if it holds
+    a number (a comment without numbers explains; it does not quote output)."""
+    said = comment.split(": ", 1)[0] if comment else ""
+    return said if re.search(r"\d", said) else None
+
+
+def check_output(block: Block, stdout: str) -> None:
+    """The block printed something, and what its comments say it prints."""
+    assert stdout.strip(), f"{block.name} prints nothing; examples show their results"
+    prints = printed_comments(block.code)
+    output = stdout.rstrip("\n").splitlines()
+    if len(output) != len(prints):
+        assert all(claim(comment) is None for _, comment in prints), (
+            f"{block.name}: {len(prints)} print lines but {len(output)} output lines; cannot check the comments"
+        )
+        return
+    for (line, comment), printed in zip(prints, output):
+        said = claim(comment)
+        if said is not None and comment is not None:
+            assert matches(printed, comment) or matches(printed, said), (
+                f"{block.name}: {line!r} printed {printed!r}, its comment says {said!r}"
+            )
+
+
+def run_block(block: Block, folder: Path) -> None:
+    """Run one block in ``folder`` and check what it printed."""
+    if block.language == "python":
+        for model in set(re.findall(r"training/[\w./-]+/model-best", block.code)):
+            if not (folder / model).exists():
+                trained_pipeline(folder / model)
+        script = folder / f".block_{block.index}.py"
+        script.write_text(block.code, encoding="utf-8")
+        command = [sys.executable, script.name]
+    else:
+        script = folder / f".block_{block.index}.sh"
+        script.write_text(shell_script(block.code), encoding="utf-8")
+        command = ["bash", script.name]
+    env = offline_env(folder)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    result = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, f"{block.name}:\n{block.code}\n--- output ---\n{result.stdout[-4000:]}{result.stderr[-4000:]}"
+    if block.language == "python":
+        check_output(block, result.stdout)
+
+
+def page_params() -> List:
+    params = []
+    for page in PAGES:
+        if not has_shell(page):
+            continue
+        marks = [pytest.mark.slow] if page.name in SLOW_PAGES else []
+        params.append(pytest.param(page, id=str(page.relative_to(REPO)), marks=marks))
+    return params
+
+
+def python_block_params() -> List:
+    return [
+        pytest.param(block, id=block.name)
+        for page in PAGES
+        if not has_shell(page)
+        for block in blocks(page)
+        if block.language == "python"
+    ]
+
+
+def test_readme_and_docs_have_examples():
+    assert len([block for block in blocks(README) if runnable(block)]) >= 1
+    assert sum(runnable(block) for page in PAGES for block in blocks(page)) >= 15
+
+
+@pytest.mark.parametrize("block", python_block_params())
+def test_python_example_runs(block: Block, tmp_path: Path) -> None:
+    """Each Python block of a page without shell blocks runs on its own, in an empty folder."""
+    if block.marker is not None:
+        pytest.skip(f"{block.name}: {block.marker}")
+    run_block(block, tmp_path)
+
+
+@pytest.mark.parametrize("page", page_params())
+def test_page_runs_as_a_session(page: Path, tmp_path: Path) -> None:
+    """Every block of a page with shell commands, in order, in one folder."""
+    make_user_files(tmp_path)
+    skipped = []
+    for block in blocks(page):
+        if block.language not in ("python", "bash"):
+            continue
+        if block.marker is not None:
+            skipped.append(f"{block.name}: {block.marker}")
+            continue
+        run_block(block, tmp_path)
+    for reason in skipped:
+        print(f"not run: {reason}")
+
+
+def test_every_shell_block_runs_somewhere():
+    """A shell or Python block is either run here, run by tests/test_install.py, or says why not."""
+    install = [block for page in PAGES for block in blocks(page) if block.marker == "install"]
+    assert install and all(block.page == README for block in install)
+    for page in PAGES:
+        for block in blocks(page):
+            if block.language in ("sh", "shell", "console"):
+                pytest.fail(f"{block.name}: write shell blocks as ```bash so that they are run")
+
+
+def test_value_comments_are_checked_as_intended():
+    assert matches("(3, 7, 256)", "(3, 7, 256)")
+    assert matches("0.941", "0.94")
+    assert not matches("0.8", "0.94")
+    assert matches("float32 (3, 6, 256)", "float32 (3, 6, 256)")
+    assert not matches("float64 (3, 6, 256)", "float32 (3, 6, 256)")
+    assert printed_comments("print(x)  # 0.94: explanation\nprint(y)\n") == [
+        ("print(x)  # 0.94: explanation", "0.94: explanation"),
+        ("print(y)", None),
+    ]
+    assert shell_script("python -m spacy train a.cfg \\\n    --x 1  # note\n").endswith(
+        "python -m spacy train a.cfg      --x 1 --training.max_steps 2 --training.eval_frequency 2\n"
     )
-    assert result.returncode == 0, f"README python block {index}:\n{code}\n--- output ---\n{result.stdout}{result.stderr}"
-    assert result.stdout.strip(), f"README python block {index} prints nothing; examples show their results"
 
+
+def test_readme_is_a_door():
+    """The README stays short: the rest lives in docs/."""
+    assert len(README.read_text(encoding="utf-8").splitlines()) <= 250
+
+
+# Links -------------------------------------------------------------------------------------
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor for a heading."""
+    text = re.sub(r"[`*_]|\[([^\]]*)\]\([^)]*\)", r"\1", heading.strip()).lower()
+    return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+
+
+def anchors(page: Path) -> set:
+    text = FENCE.sub("", page.read_text(encoding="utf-8"))
+    found: set = set()
+    for heading in re.findall(r"^#{1,6} (.+)$", text, re.M):
+        base, n = slug(heading), 0
+        while (f"{base}-{n}" if n else base) in found:
+            n += 1
+        found.add(f"{base}-{n}" if n else base)
+    return found
+
+
+def links(page: Path) -> List[str]:
+    text = FENCE.sub("", page.read_text(encoding="utf-8"))
+    text = re.sub(r"`[^`\n]*`", "", text)
+    return re.findall(r"\]\(([^)\s]+)\)", text)
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[str(page.relative_to(REPO)) for page in PAGES])
+def test_internal_links_and_anchors_resolve(page: Path) -> None:
+    broken = []
+    for target in links(page):
+        if re.match(r"[a-z]+:", target):
+            continue
+        path, _, anchor = target.partition("#")
+        resolved = (page.parent / path).resolve() if path else page
+        if not resolved.exists():
+            broken.append(f"{target}: no file {resolved.relative_to(REPO) if REPO in resolved.parents else resolved}")
+        elif anchor and resolved.suffix == ".md" and anchor not in anchors(resolved):
+            broken.append(f"{target}: no heading with anchor #{anchor} in {resolved.name}")
+    assert broken == [], f"broken links in {page.relative_to(REPO)}:\n" + "\n".join(broken)
+
+
+def test_every_docs_page_is_linked_from_the_readme():
+    linked = {(README.parent / target.partition("#")[0]).resolve() for target in links(README)}
+    assert [page.name for page in PAGES[1:] if page.resolve() not in linked] == []
+
+
+def test_slugs_follow_github():
+    assert slug("Install a trained pipeline on another machine") == "install-a-trained-pipeline-on-another-machine"
+    assert slug("Using the `elmo` component") == "using-the-elmo-component"
+    assert slug("Does it pay, and what does it cost?") == "does-it-pay-and-what-does-it-cost"
+
+
+# Generated blocks and messages -------------------------------------------------------------
+
+
+def test_configuration_reference_is_current():
+    """docs/configuration.md's defaults block is what scripts/config_reference.py writes now."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        import config_reference
+    finally:
+        sys.path.remove(str(REPO / "scripts"))
+    page = (REPO / "docs" / "configuration.md").read_text(encoding="utf-8")
+    block = re.search(r"<!-- elmo-defaults:start -->\n(.*?)\n<!-- elmo-defaults:end -->", page, re.S)
+    assert block is not None
+    assert block.group(1).strip() == config_reference.render().strip(), "run python scripts/config_reference.py"
+
+
+@pytest.mark.parametrize("command", [[], ["pretrain"], ["embed"], ["embed-merge"], ["init-config"], ["config"]])
+def test_help_names_what_a_wheel_user_has(command: List[str]) -> None:
+    """Help texts never send an installed user to files only a clone has."""
+    result = subprocess.run(
+        [sys.executable, "-m", "spacy_elmo", *command, "--help"], capture_output=True, text=True, timeout=120, cwd=REPO.parent
+    )
+    assert result.returncode == 0, result.stderr
+    for repo_only in ("configs/", "shared/", "README"):
+        assert repo_only not in result.stdout, f"{' '.join(command)} --help mentions {repo_only!r}"
+
+
+# Machine paths ------------------------------------------------------------------------------
 
 # Written in pieces so that this file does not match its own patterns.
 MACHINE_PATHS = re.compile(
@@ -110,7 +421,7 @@ def tracked_files() -> List[Path]:
 def test_no_tracked_file_holds_machine_paths():
     found = []
     for path in tracked_files():
-        if not path.is_file():
+        if not path.is_file() or path.is_symlink():
             continue
         data = path.read_bytes()
         if b"\0" in data[:8192]:
@@ -133,6 +444,9 @@ def test_machine_path_pattern_catches_what_it_should():
         assert MACHINE_PATHS.search(text), text
     for text in ("~/.cache/spacy_elmo", "$DATA/conll2003", "spacy_elmo/default_model", "https://example.org/home/page"):
         assert not MACHINE_PATHS.search(text), text
+
+
+# The first block ----------------------------------------------------------------------------
 
 
 def first_bash_block() -> List[str]:
