@@ -4,7 +4,7 @@ The same training as ``python -m spacy train CONFIG --output OUTPUT_DIR [overrid
 own ``init_nlp`` and training loop, its log on stdout), with two additions for the demo:
 
 * ``--threads N`` sets torch's intra-op threads before anything runs (one is fastest on a
-  machine shared with other jobs, see the README's "Threads");
+  machine shared with other jobs, see docs/speed.md, "Threads");
 * ``OUTPUT_DIR/timing.json`` records the wall time of the whole command, the words the
   updates saw and the seconds spent in ``nlp.update``, so the demo's report can print
   training words/s beside the scores.

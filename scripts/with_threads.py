@@ -4,7 +4,7 @@
 
 The variable is set before anything imports torch or NumPy, so their thread pools start with
 N threads (0 leaves the environment as it is). On a machine shared with other jobs one
-thread is much faster for the biLM (README, "Threads"); weasel runs project commands without
+thread is much faster for the biLM (docs/speed.md, "Threads"); weasel runs project commands without
 a shell, so a ``VAR=value`` prefix cannot be written in ``project.yml``.
 """
 

@@ -1,4 +1,4 @@
-"""What the README's "What we guarantee" promises: thread safety, integrity checks on every
+"""What docs/guarantees.md promises: thread safety, integrity checks on every
 weights source, clear errors for damaged pipelines, saves that never rewrite unchanged
 weights, and bounded batch dependence. Runs on tiny random biLMs built here."""
 
@@ -85,7 +85,7 @@ def run_threads(n_threads: int, work) -> None:
 # ---------------------------------------------------------------------------- threads
 
 BATCH_TOLERANCE = 1e-5
-"""The README's bound on float32 rounding differences between batch compositions."""
+"""The bound on float32 rounding differences between batch compositions."""
 
 
 @pytest.mark.parametrize("texts_mode", ["shared", "distinct"])
@@ -374,7 +374,7 @@ def test_weights_path_that_is_a_directory_is_a_clear_error(tmp_path):
 
 def test_batch_composition_changes_vectors_by_rounding_only():
     """The shipped biLM, caches off: a sentence alone and inside batches of 7 and 64 differ by
-    at most the README's bound (measured up to 4.3e-6; MKL/oneDNN pick kernels by shape)."""
+    at most the bound in docs/guarantees.md (measured up to 4.3e-6; MKL/oneDNN pick kernels by shape)."""
     bilm = ElmoBiLM.from_pretrained("default", token_cache_size=0)
     rng = random.Random(0)
     words = TEXT.lower().split() + "the cat and money went to see dogs run today extraordinarily , quickly".split()

@@ -1,6 +1,6 @@
 """Soak test: 20,000 short docs through one pipeline from a pool of four threads, from the
 main thread and with n_process=2. Memory must stop growing once warmed up, and every run
-must give the sequential run's vectors (up to the README's rounding bound). A tiny random
+must give the sequential run's vectors (up to the rounding bound in docs/guarantees.md). A tiny random
 biLM keeps it near a minute on two busy cores (the shipped one took over five)."""
 
 import random

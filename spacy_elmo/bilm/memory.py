@@ -4,7 +4,7 @@ glibc serves large allocations (above a threshold that adapts up to 32 MiB) with
 ``mmap`` and unmaps them on ``free``, so the next tensor of that size page-faults fresh,
 zero-filled pages back in. A biLM training step frees and allocates tens of megabytes of
 activations, so on a CPU it can spend more time in the kernel than in its matmuls (the
-README's "Pretraining" and "Speed" sections give measurements). Serving large blocks from
+docs/pretraining.md and docs/speed.md give measurements). Serving large blocks from
 the heap and never trimming it lets them be reused. The cost: the process keeps its peak
 memory after the peak has passed.
 

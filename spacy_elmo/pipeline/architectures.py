@@ -38,12 +38,12 @@ def ElmoBiLM_v1(
     """Every layer of an ELMo biLM for every token of each doc, ``(L+1, len(doc), 2P)``.
 
     weights, options, token_cache_size, max_batch_tokens, layer_cache_mb, precision: see
-        :class:`spacy_elmo.layers.settings.ElmoLayerSettings` (and the README's settings table).
+        :class:`spacy_elmo.layers.settings.ElmoLayerSettings` (and docs/configuration.md).
     max_piece_length: docs with more tokens are read in sentences or windows of this size.
     mixed_precision, grad_scaler_config: CUDA autocast while fine-tuning, as in spaCy's own
         PyTorch wrappers.
     keep_freed_memory: deprecated and without effect; keeping freed memory is chosen with
-        the ``spacy-elmo.keep_freed_memory.v1`` callback (see the README).
+        the ``spacy-elmo.keep_freed_memory.v1`` callback (see docs/speed.md).
     """
     if keep_freed_memory:
         warnings.warn(
