@@ -8,6 +8,10 @@ is against the fp32 outputs of the same model: per layer, the cosine between eac
 fp32 and low-precision vectors (mean over tokens, and the worst token), and the largest
 absolute difference over every layer.
 
+``--per-matrix-int8`` adds a row for int8 with one activation scale per matrix (PyTorch's
+dynamic quantization as it comes, whose results depend on the batch), the comparator for the
+per-row scales that int8 uses.
+
 ``small``/``medium``/``original`` use synthetic ``make_weights.py`` seed-0 weights (right
 shapes and cost, unrealistic activations); ``default`` is the trained biLM shipped in the
 package, the one whose accuracy numbers mean something.
@@ -21,20 +25,43 @@ import os
 import statistics
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, Iterator, List, Sequence
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_inference import REPO, model_files, print_run_header, read_sentences
+from spacy_elmo.bilm import inference_precision
 from spacy_elmo.bilm.inference_precision import INFERENCE_PRECISIONS, check_precision
 from spacy_elmo.bilm.memory import keep_freed_memory
 from spacy_elmo.bilm.model import ElmoBiLM
 from spacy_elmo.bilm.pretrained import DEFAULT_MODEL_NAME
 
 Sentences = List[List[str]]
+
+PER_MATRIX_INT8 = "int8/matrix"
+"""The comparator row: int8 with PyTorch's per-matrix dynamic activation scale."""
+
+
+def _per_matrix_linear_int8(x: torch.Tensor, weight: inference_precision.Int8Weight) -> torch.Tensor:
+    return torch.ops.quantized.linear_dynamic(x.float().contiguous(), weight.packed, False).add_(weight.offsets[1])
+
+
+@contextmanager
+def int8_scheme(name: str) -> Iterator[None]:
+    """Run the int8 matmuls with the comparator's per-matrix scale while ``name`` is the comparator."""
+    if name != PER_MATRIX_INT8:
+        yield
+        return
+    original = inference_precision._linear_int8
+    inference_precision._linear_int8 = _per_matrix_linear_int8
+    try:
+        yield
+    finally:
+        inference_precision._linear_int8 = original
 
 
 def layer_cosines(ours: Sequence[np.ndarray], reference: Sequence[np.ndarray]) -> List[np.ndarray]:
@@ -55,19 +82,23 @@ def max_abs_diff(ours: Sequence[np.ndarray], reference: Sequence[np.ndarray]) ->
 def bench_arch(arch: str, args: argparse.Namespace, sentences: Sentences, words: int) -> None:
     options, weights = model_files(args.shared, arch)
     models = {p: ElmoBiLM.from_files(options, weights, token_cache_size=0, precision=p) for p in args.precision_list}
+    if args.per_matrix_int8:
+        models[PER_MATRIX_INT8] = ElmoBiLM.from_files(options, weights, token_cache_size=0, precision="int8")
     seconds: Dict[str, List[float]] = {p: [] for p in models}
     cpu_seconds: Dict[str, List[float]] = {p: [] for p in models}
     outputs = {}
     with torch.no_grad():
         for precision, model in models.items():
-            outputs[precision] = model.embed_sentences(sentences, batch_size=args.batch_size)
+            with int8_scheme(precision):
+                outputs[precision] = model.embed_sentences(sentences, batch_size=args.batch_size)
         for _ in range(args.repeats):
             for precision, model in models.items():
                 gc.collect()
-                start, cpu_start = time.perf_counter(), time.process_time()
-                model.embed_sentences(sentences, batch_size=args.batch_size)
-                seconds[precision].append(time.perf_counter() - start)
-                cpu_seconds[precision].append(time.process_time() - cpu_start)
+                with int8_scheme(precision):
+                    start, cpu_start = time.perf_counter(), time.process_time()
+                    model.embed_sentences(sentences, batch_size=args.batch_size)
+                    seconds[precision].append(time.perf_counter() - start)
+                    cpu_seconds[precision].append(time.process_time() - cpu_start)
     lstm = models[args.precision_list[0]].options
     kind = "the shipped trained biLM" if arch == DEFAULT_MODEL_NAME else "synthetic seed-0 weights"
     print(f"## {arch} (LSTM {lstm.n_layers}×{lstm.lstm_dim}, projection {lstm.projection_dim}; {kind})\n")
@@ -115,6 +146,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--sentences", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--per-matrix-int8", action="store_true", help="add int8 with one activation scale per matrix, for comparison"
+    )
     parser.add_argument("--shared", type=Path, default=Path(default_shared), help="the shared folder (bench/, data/)")
     args = parser.parse_args(argv)
     args.arch_list = [arch.strip() for arch in args.archs.split(",") if arch.strip()]

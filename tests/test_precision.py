@@ -1,9 +1,10 @@
 """Low-precision inference (bf16, int8): outputs, accuracy against fp32, errors, what is saved.
 
 Accuracy uses the shipped default biLM, whose trained weights give realistic activations
-(random weights do not). Thresholds: the issue's targets, mean cosine >= 0.999 per layer and
->= 0.99 for the worst token; measured on these sentences: bf16 >= 0.99999 / 0.9999, int8
->= 0.9998 / 0.997, so a threshold failing means a real regression, not rounding luck.
+(random weights do not). Thresholds per precision (:data:`THRESHOLDS`, mean and worst-token
+cosine per layer) sit about ten times the measured distance from 1 on these sentences:
+bf16 >= 0.99999 / 0.9999; int8 >= 0.99947 / 0.9981 with 7-bit activations (AVX2 CPU without
+VNNI), closer with 8 bits. A threshold failing means a real regression, not rounding luck.
 """
 
 import copy
@@ -20,7 +21,13 @@ from spacy_elmo.bilm import inference_precision
 from spacy_elmo.bilm.pretrained import DEFAULT_MODEL_DIR
 from spacy_elmo.errors import ElmoOptionsError
 
-LOW = ("bf16", "int8")
+needs_bf16 = pytest.mark.skipif(
+    not inference_precision.cpu_has_bf16(),
+    reason="this CPU has no bfloat16 instructions (AVX512-BF16 or AMX): bf16 is refused here",
+)
+LOW = (pytest.param("bf16", marks=needs_bf16), "int8")
+THRESHOLDS = {"bf16": (0.9999, 0.999), "int8": (0.999, 0.997)}
+"""Per precision: the lowest mean and worst-token cosine to fp32 allowed in any layer."""
 SENTENCES = [
     s.split()
     for s in (
@@ -52,12 +59,13 @@ def cosines(ours, reference):
     return result
 
 
-def assert_close_to_fp32(ours, reference):
+def assert_close_to_fp32(ours, reference, precision):
     assert [o.shape for o in ours] == [r.shape for r in reference]
     assert all(o.dtype == np.float32 for o in ours)
+    lowest_mean, lowest_worst = THRESHOLDS[precision]
     for layer_cosines in cosines(ours, reference):
-        assert layer_cosines.mean() >= 0.999
-        assert layer_cosines.min() >= 0.99
+        assert layer_cosines.mean() >= lowest_mean
+        assert layer_cosines.min() >= lowest_worst
     # The mode is really in effect: low precision is not bit-identical to fp32.
     assert max(float(np.abs(o - r).max()) for o, r in zip(ours, reference)) > 0
 
@@ -67,7 +75,7 @@ def test_bilm_precision_close_to_fp32(precision, reference):
     bilm = default_bilm(precision=precision)
     assert bilm.precision == precision
     first = bilm.embed_sentences(SENTENCES)
-    assert_close_to_fp32(first, reference)
+    assert_close_to_fp32(first, reference, precision)
     again = bilm.embed_sentences(SENTENCES[::-1])[::-1]  # token cache warm, other batch order
     assert all(np.array_equal(a, b) for a, b in zip(first, again))
 
@@ -75,13 +83,14 @@ def test_bilm_precision_close_to_fp32(precision, reference):
 @pytest.mark.parametrize("precision", LOW)
 def test_to_precision_round_trip_back_to_exact_fp32(precision, reference):
     bilm = default_bilm().to_precision(precision)
-    assert_close_to_fp32(bilm.embed_sentences(SENTENCES), reference)
+    assert_close_to_fp32(bilm.embed_sentences(SENTENCES), reference, precision)
     back = bilm.to_precision("fp32").embed_sentences(SENTENCES)
     assert all(np.array_equal(a, b) for a, b in zip(back, reference))
 
 
-def test_autograd_runs_fp32_and_saved_weights_stay_fp32(tmp_path):
-    bilm = default_bilm(precision="bf16")
+@pytest.mark.parametrize("precision", LOW)
+def test_autograd_runs_fp32_and_saved_weights_stay_fp32(tmp_path, precision):
+    bilm = default_bilm(precision=precision)
     arrays = default_bilm().to_arrays()
     bilm.embed_sentences(SENTENCES)
     bilm.save(tmp_path / "saved")
@@ -122,7 +131,7 @@ def test_deepcopy_drops_prepared_weights(reference):
     bilm.embed_sentences(SENTENCES[:1])
     clone = copy.deepcopy(bilm)
     assert clone._kernels is None
-    assert_close_to_fp32(clone.embed_sentences(SENTENCES), reference)
+    assert_close_to_fp32(clone.embed_sentences(SENTENCES), reference, "int8")
 
 
 def test_unknown_precision_is_a_clear_error():
@@ -155,7 +164,7 @@ def test_component_precision(precision, reference, tmp_path):
     docs = [Doc(nlp.vocab, words=words) for words in SENTENCES]
     layers = [doc._.elmo_layers for doc in nlp.pipe(docs)]
     assert all(array.dtype == np.float32 for array in layers)
-    assert_close_to_fp32(layers, reference)
+    assert_close_to_fp32(layers, reference, precision)
     # Saved pipelines hold the float32 weights; loading keeps the configured precision.
     nlp.to_disk(tmp_path / "pipeline")
     loaded = spacy.load(tmp_path / "pipeline")
@@ -182,7 +191,7 @@ def test_embed_command_precision(tmp_path, capsys, reference):
     assert cli_main(["embed", str(source), str(out), "--precision", "int8", "--no-progress"]) == 0
     with h5py.File(out, "r") as h5:
         stored = [h5[str(i)][()] for i in range(len(SENTENCES))]
-    assert_close_to_fp32(stored, reference)
+    assert_close_to_fp32(stored, reference, "int8")
     assert cli_main(["embed", str(source), str(tmp_path / "bad.hdf5"), "--precision", "fp16", "--no-progress"]) == 1
     assert "--precision must be one of 'fp32', 'bf16', 'int8', got 'fp16'" in capsys.readouterr().err
     assert not (tmp_path / "bad.hdf5").exists()
