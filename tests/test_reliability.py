@@ -405,3 +405,86 @@ def test_loading_config_overrides_apply_to_a_saved_pipeline(model_dir, tmp_path)
     assert elmo_shim(bilm_layer).bilm.token_cache.size == 5
     got = loaded("The river bank is steep .")._.elmo_layers
     np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------- stored settings
+
+
+def test_every_bit_flip_in_the_stored_settings_is_an_error_or_harmless(tiny_dir, tmp_path):
+    """One flipped bit anywhere in ``elmo/cfg`` is an error naming the file, or changes nothing
+    (JSON whitespace); it never changes the outputs silently (it used to scale gamma)."""
+    nlp = make_nlp(tiny_dir)
+    nlp.initialize()
+    expected = nlp(TEXT).tensor
+    nlp.to_disk(tmp_path / "saved")
+    cfg = tmp_path / "saved" / "elmo" / "cfg"
+    original = cfg.read_bytes()
+    component = nlp.get_pipe("elmo")
+    rng = random.Random(0)
+    outcomes = {"error": 0, "unchanged": 0}
+    for position in range(len(original)):
+        data = bytearray(original)
+        data[position] ^= 1 << rng.randrange(8)
+        cfg.write_bytes(bytes(data))
+        try:
+            component.from_disk(tmp_path / "saved" / "elmo")
+        except (ElmoWeightsError, ElmoOptionsError) as err:
+            assert str(cfg) in str(err)
+            outcomes["error"] += 1
+            continue
+        np.testing.assert_array_equal(nlp(TEXT).tensor, expected)
+        outcomes["unchanged"] += 1
+    assert outcomes["error"] > 0.9 * len(original)
+
+
+def test_settings_and_model_from_different_saves_are_an_error(tiny_dir, tmp_path):
+    first = make_nlp(tiny_dir)
+    first.initialize()
+    first.to_disk(tmp_path / "first")
+    make_model_dir(tmp_path / "other", seed=1)
+    second = make_nlp(tmp_path / "other")
+    second.initialize()
+    second.to_disk(tmp_path / "second")
+    (tmp_path / "first" / "elmo" / "model").write_bytes((tmp_path / "second" / "elmo" / "model").read_bytes())
+    with pytest.raises(ElmoWeightsError, match=r"elmo/model does not match the sha256 checksum stored for it in .*elmo/cfg"):
+        spacy.load(tmp_path / "first")
+
+
+def test_stored_settings_are_checked_like_a_config(tiny_dir, tmp_path):
+    """A cfg whose checksum was recomputed around a bad value (a hand edit) is refused as the config would be."""
+    from spacy_elmo.pipeline import component as component_module
+
+    nlp = make_nlp(tiny_dir)
+    nlp.initialize()
+    nlp.to_disk(tmp_path / "saved")
+    cfg = tmp_path / "saved" / "elmo" / "cfg"
+    stored = srsly.read_json(cfg)
+    content = {"settings": {**stored["settings"], "gamma": "1.0"}, "model_sha256": stored["model_sha256"]}
+    sha = component_module._sha256(component_module._canonical(content))
+    srsly.write_json(cfg, {**content, "sha256": sha})
+    with pytest.raises(ElmoOptionsError, match=r"elmo/cfg gamma must be a finite number, got '1.0'"):
+        spacy.load(tmp_path / "saved")
+
+
+def test_load_time_overrides_of_component_settings_apply_and_round_trip(tiny_dir, tmp_path):
+    """``frozen``, ``gamma``, ``layer_weights`` and ``vector_hooks`` given to ``spacy.load`` are
+    the ones in force, ``nlp.config`` says so, and a re-save keeps them in both files."""
+    nlp = make_nlp(tiny_dir)
+    nlp.initialize()
+    base = nlp(TEXT)
+    nlp.to_disk(tmp_path / "saved")
+    overrides = {"frozen": False, "gamma": 2.0, "layer_weights": [0.0, 0.0, 0.0], "vector_hooks": False}
+    loaded = spacy.load(tmp_path / "saved", config={"components": {"elmo": overrides}})
+    component = loaded.get_pipe("elmo")
+    assert component.cfg == {**overrides, "layer_weights": [0.0, 0.0, 0.0]}
+    assert {key: loaded.config["components"]["elmo"][key] for key in overrides} == overrides
+    assert component.model.get_ref("bilm").attrs["frozen"] is False
+    doc = loaded(TEXT)
+    np.testing.assert_allclose(doc.tensor, 2.0 * base.tensor, rtol=1e-6, atol=1e-6)
+    assert "vector" not in doc.user_token_hooks
+    loaded.to_disk(tmp_path / "again")
+    stored = srsly.read_json(tmp_path / "again" / "elmo" / "cfg")["settings"]
+    assert {key: stored[key] for key in overrides} == overrides
+    again = spacy.load(tmp_path / "again")
+    assert again.get_pipe("elmo").cfg == component.cfg
+    assert again.config["components"]["elmo"]["frozen"] is False

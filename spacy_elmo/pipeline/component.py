@@ -1,5 +1,7 @@
 """The ``elmo`` pipeline component: runs the biLM and stores its layers on each Doc."""
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
@@ -81,25 +83,13 @@ class ElmoComponent(TrainablePipe):
         vector_hooks: bool = True,
         frozen: bool = True,
     ) -> None:
-        if layer_weights is not None and (
-            not isinstance(layer_weights, (list, tuple))
-            or not all(isinstance(w, (int, float)) and np.isfinite(w) for w in layer_weights)
-        ):
-            raise ElmoOptionsError(
-                f"[components.{name}] layer_weights must be null or a list of numbers (one per "
-                f"biLM layer, before softmax), got {layer_weights!r}."
-            )
-        if not isinstance(gamma, (int, float)) or not np.isfinite(gamma):
-            raise ElmoOptionsError(f"[components.{name}] gamma must be a finite number, got {gamma!r}.")
         self.vocab = vocab
         self.model = model
         self.name = name
-        self.cfg: Dict[str, Any] = {
-            "layer_weights": list(layer_weights) if layer_weights is not None else None,
-            "gamma": float(gamma),
-            "vector_hooks": vector_hooks,
-            "frozen": frozen,
-        }
+        self.cfg: Dict[str, Any] = checked_settings(
+            {"layer_weights": layer_weights, "gamma": gamma, "vector_hooks": vector_hooks, "frozen": frozen},
+            f"[components.{name}]",
+        )
         self.listener_map: Dict[str, List[ElmoListener]] = {}
         install_extensions()
         if not model.has_ref("bilm"):
@@ -249,7 +239,8 @@ class ElmoComponent(TrainablePipe):
     # ------------------------------------------------------------------ serialization
 
     def to_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = ()) -> None:
-        """Write ``cfg`` and ``model`` (the biLM's options and weights with their checksum).
+        """Write ``cfg`` (the settings, with one sha256 over them and the ``model`` bytes) and
+        ``model`` (the biLM's options and weights with their own checksum).
 
         Each file is written atomically, and ``model`` only when its bytes differ from the
         file already there: ``spacy train`` saves the pipeline at every evaluation, and a
@@ -257,21 +248,19 @@ class ElmoComponent(TrainablePipe):
         """
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
+        model_bytes = self.model.to_bytes() if "model" not in exclude else None
         if "cfg" not in exclude:
-            write_text_atomic(path / "cfg", srsly.json_dumps(self.cfg, indent=2) + "\n")
+            write_text_atomic(path / "cfg", self._stored_settings(model_bytes))
         if "vocab" not in exclude:
             self.vocab.to_disk(path / "vocab", exclude=exclude)
-        if "model" not in exclude:
-            write_if_changed(path / "model", self.model.to_bytes())
+        if model_bytes is not None:
+            write_if_changed(path / "model", model_bytes)
 
     def from_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = ()) -> "ElmoComponent":
-        """Load what :meth:`to_disk` wrote; a missing, truncated or corrupted ``model`` file
-        is an :class:`ElmoWeightsError` naming the file."""
+        """Load what :meth:`to_disk` wrote. A missing, truncated or corrupted ``model`` or
+        ``cfg`` file is an :class:`ElmoWeightsError` naming the file; see :meth:`_check_stored_settings`."""
         path = Path(path)
-        if "cfg" not in exclude and (path / "cfg").is_file():
-            self.cfg.update(srsly.read_json(path / "cfg"))
-        if "vocab" not in exclude:
-            self.vocab.from_disk(path / "vocab", exclude=exclude)
+        model_bytes = None
         if "model" not in exclude:
             model_path = path / "model"
             if not model_path.is_file():
@@ -281,7 +270,17 @@ class ElmoComponent(TrainablePipe):
                     f"stored biLM, so the pipeline is incomplete. Save the pipeline again from a "
                     f"working copy (or copy or download it again)."
                 )
-            self._load_model_bytes(model_path.read_bytes(), str(model_path))
+            model_bytes = model_path.read_bytes()
+        if "cfg" not in exclude and (path / "cfg").exists():
+            try:
+                text = (path / "cfg").read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as err:
+                raise ElmoWeightsError(f"{path / 'cfg'} cannot be read ({type(err).__name__}: {err}). {_SAVE_AGAIN}") from None
+            self._check_stored_settings(text, model_bytes, str(path / "cfg"), str(path / "model"))
+        if "vocab" not in exclude:
+            self.vocab.from_disk(path / "vocab", exclude=exclude)
+        if model_bytes is not None:
+            self._load_model_bytes(model_bytes, str(path / "model"))
         return self
 
     def from_bytes(self, bytes_data: bytes, *, exclude: Iterable[str] = ()) -> "ElmoComponent":
@@ -297,7 +296,9 @@ class ElmoComponent(TrainablePipe):
                 f"The '{self.name}' component's bytes are not a serialized component. Serialize the pipeline again."
             )
         if "cfg" not in exclude and "cfg" in data:
-            self.cfg.update(srsly.json_loads(data["cfg"]))
+            model_bytes = data.get("model") if "model" not in exclude else None
+            where = f"the '{self.name}' component's serialized"
+            self._check_stored_settings(data["cfg"], model_bytes, f"{where} cfg", f"{where} model")
         if "vocab" not in exclude and "vocab" in data:
             self.vocab.from_bytes(data["vocab"], exclude=exclude)
         if "model" not in exclude:
@@ -308,6 +309,54 @@ class ElmoComponent(TrainablePipe):
                 )
             self._load_model_bytes(data["model"], f"the '{self.name}' component's serialized model")
         return self
+
+    def to_bytes(self, *, exclude: Iterable[str] = ()) -> bytes:
+        """``cfg`` (the checksummed settings), ``vocab`` and ``model``, as :meth:`from_bytes` reads them."""
+        data: Dict[str, Any] = {}
+        model_bytes = self.model.to_bytes() if "model" not in exclude else None
+        if "cfg" not in exclude:
+            data["cfg"] = self._stored_settings(model_bytes)
+        if "vocab" not in exclude:
+            data["vocab"] = self.vocab.to_bytes(exclude=exclude)
+        if model_bytes is not None:
+            data["model"] = model_bytes
+        return srsly.msgpack_dumps(data)
+
+    def _stored_settings(self, model_bytes: Optional[bytes]) -> str:
+        """The ``cfg`` file: the settings and the model's sha256, under one sha256."""
+        content = {"settings": self.cfg, "model_sha256": None if model_bytes is None else _sha256(model_bytes)}
+        return srsly.json_dumps({**content, "sha256": _sha256(_canonical(content))}, indent=2) + "\n"
+
+    def _check_stored_settings(
+        self, text: Union[str, bytes], model_bytes: Optional[bytes], source: str, model_source: str
+    ) -> None:
+        """Verify a stored ``cfg`` (:meth:`_stored_settings`) and the ``model`` bytes read beside it.
+
+        Damage is an :class:`ElmoWeightsError` naming ``source``; settings that pass the
+        checksum are checked as a config's are. The settings in force stay those of the
+        loading config, so a load-time override (``spacy.load(path, config=...)``) applies and
+        ``nlp.config`` always tells what the component does.
+        """
+        try:
+            stored = srsly.json_loads(text)
+        except ValueError as err:
+            raise ElmoWeightsError(f"{source} cannot be decoded ({err}): it is corrupted. {_SAVE_AGAIN}") from None
+        if not isinstance(stored, dict) or set(stored) != {"settings", "model_sha256", "sha256"}:
+            raise ElmoWeightsError(
+                f"{source} is not the settings file of an 'elmo' component saved by this version of "
+                f"spacy-elmo (expected the keys settings, model_sha256, sha256). {_SAVE_AGAIN}"
+            )
+        content = {"settings": stored["settings"], "model_sha256": stored["model_sha256"]}
+        if stored["sha256"] != _sha256(_canonical(content)):
+            raise ElmoWeightsError(f"{source} does not match its sha256 checksum: the file is corrupted. {_SAVE_AGAIN}")
+        if model_bytes is not None and stored["model_sha256"] is not None and _sha256(model_bytes) != stored["model_sha256"]:
+            raise ElmoWeightsError(
+                f"{model_source} does not match the sha256 checksum stored for it in {source}: it is "
+                f"corrupted, or the two come from different saves. {_SAVE_AGAIN}"
+            )
+        if not isinstance(stored["settings"], dict) or set(stored["settings"]) != set(self.cfg):
+            raise ElmoWeightsError(f"{source} holds other settings than {sorted(self.cfg)}. {_SAVE_AGAIN}")
+        checked_settings(stored["settings"], source)
 
     def _load_model_bytes(self, data: bytes, source: str) -> None:
         """Load the stored biLM and the model's state; the runtime settings (batch size, piece
@@ -333,6 +382,41 @@ class ElmoComponent(TrainablePipe):
             shim.cfg["token_cache_size"] = token_cache_size
             shim.bilm.resize_token_cache(token_cache_size)
         self._set_frozen(self.cfg["frozen"])
+
+
+_SAVE_AGAIN = "Save the pipeline again from a working copy, or copy or download it again."
+
+
+def checked_settings(settings: Dict[str, Any], where: str) -> Dict[str, Any]:
+    """The component's settings, normalized; a wrong type or value is an
+    :class:`ElmoOptionsError` naming ``where`` (a config block or a stored file)."""
+    layer_weights, gamma = settings["layer_weights"], settings["gamma"]
+    if layer_weights is not None and (
+        not isinstance(layer_weights, (list, tuple))
+        or not all(isinstance(w, (int, float)) and not isinstance(w, bool) and np.isfinite(w) for w in layer_weights)
+    ):
+        raise ElmoOptionsError(
+            f"{where} layer_weights must be null or a list of numbers (one per biLM layer, before softmax), got {layer_weights!r}."
+        )
+    if not isinstance(gamma, (int, float)) or isinstance(gamma, bool) or not np.isfinite(gamma):
+        raise ElmoOptionsError(f"{where} gamma must be a finite number, got {gamma!r}.")
+    for flag in ("vector_hooks", "frozen"):
+        if not isinstance(settings[flag], bool):
+            raise ElmoOptionsError(f"{where} {flag} must be true or false, got {settings[flag]!r}.")
+    return {
+        "layer_weights": [float(w) for w in layer_weights] if layer_weights is not None else None,
+        "gamma": float(gamma),
+        "vector_hooks": settings["vector_hooks"],
+        "frozen": settings["frozen"],
+    }
+
+
+def _canonical(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def write_if_changed(path: Path, data: bytes) -> bool:
