@@ -379,6 +379,14 @@ def test_configuration_reference_is_current():
     block = re.search(r"<!-- elmo-defaults:start -->\n(.*?)\n<!-- elmo-defaults:end -->", page, re.S)
     assert block is not None
     assert block.group(1).strip() == config_reference.render().strip(), "run python scripts/config_reference.py"
+    defaults: Dict[str, str] = {}
+    for section in config_reference.component_defaults().split("\n\n"):
+        prefix = "model." if section.startswith("[components.elmo.model]") else ""
+        for key, value in re.findall(r"^(\w+) = (.*)$", section, re.M):
+            defaults[prefix + key] = value
+    table = re.findall(r"^\| `((?:model\.)?\w+)` \| `([^`]*)` \|", page, re.M)
+    assert len(table) >= 10
+    assert [(key, value) for key, value in table if defaults.get(key) != value] == [], "the settings table's defaults differ"
 
 
 @pytest.mark.parametrize("command", [[], ["pretrain"], ["embed"], ["embed-merge"], ["init-config"], ["config"]])
