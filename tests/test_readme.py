@@ -365,6 +365,20 @@ def test_slugs_follow_github():
     assert slug("Does it pay, and what does it cost?") == "does-it-pay-and-what-does-it-cost"
 
 
+def test_every_guarantee_names_a_test_that_exists():
+    """docs/guarantees.md backs each promise with a test: each named test is defined."""
+    text = (REPO / "docs" / "guarantees.md").read_text(encoding="utf-8")
+    promises = text.split("## What we guarantee", 1)[1]
+    named = re.findall(r"`(?:(tests/\w+\.py)::)?(test_\w+)`", promises)
+    assert len(named) >= 10
+    missing = []
+    for file_, test in named:
+        source = (REPO / (file_ or "tests/test_reliability.py")).read_text(encoding="utf-8")
+        if not re.search(rf"^def {test}\(", source, re.M):
+            missing.append(f"{file_ or 'tests/test_reliability.py'}::{test}")
+    assert missing == [], "docs/guarantees.md names tests that do not exist"
+
+
 # Generated blocks and messages -------------------------------------------------------------
 
 
