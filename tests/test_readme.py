@@ -293,6 +293,22 @@ def test_every_shell_block_runs_somewhere():
                 pytest.fail(f"{block.name}: write shell blocks as ```bash so that they are run")
 
 
+@pytest.mark.parametrize("page", PAGES, ids=[str(page.relative_to(REPO)) for page in PAGES])
+def test_code_fences_pair_up(page: Path) -> None:
+    """Every fence that opens a block is closed by a bare one: a stray fence would turn prose
+    into code and code into prose, and its examples would silently stop running."""
+    opened = None
+    for line_no, line in enumerate(page.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.startswith("```"):
+            continue
+        if opened is None:
+            opened = line_no
+        else:
+            assert line == "```", f"{page.name}:{line_no}: {line!r} closes the block opened on line {opened}"
+            opened = None
+    assert opened is None, f"{page.name}:{opened}: a block is never closed"
+
+
 def test_value_comments_are_checked_as_intended():
     assert matches("(3, 7, 256)", "(3, 7, 256)")
     assert matches("0.941", "0.94")
