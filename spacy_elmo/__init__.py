@@ -7,7 +7,15 @@ an entry point (``spacy_elmo.pipeline``) and needs no import.
 from .bilm.model import ElmoBiLM
 from .bilm.options import ElmoOptions
 from .chars import batch_to_ids
-from .errors import ElmoDownloadError, ElmoError, ElmoModelNotFoundError, ElmoOptionsError, ElmoWeightsError
+from .errors import (
+    ElmoConfigError,
+    ElmoDownloadError,
+    ElmoError,
+    ElmoModelNotFoundError,
+    ElmoOptionsError,
+    ElmoOptionsWarning,
+    ElmoWeightsError,
+)
 
 __version__ = "0.1.0"
 
@@ -20,4 +28,6 @@ __all__ = [
     "ElmoWeightsError",
     "ElmoModelNotFoundError",
     "ElmoDownloadError",
+    "ElmoConfigError",
+    "ElmoOptionsWarning",
 ]

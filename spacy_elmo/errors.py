@@ -23,3 +23,7 @@ class ElmoDownloadError(ElmoError, OSError):
 
 class ElmoConfigError(ElmoError, ValueError):
     """A spaCy training config cannot be rewritten for ELMo (``init-config``)."""
+
+
+class ElmoOptionsWarning(UserWarning):
+    """An ``options.json`` leaves out a field that changes the numbers, and a default is used."""

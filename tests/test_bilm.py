@@ -228,6 +228,7 @@ def test_gradients_reach_every_parameter(tiny_model):
     assert missing == []
 
 
+@pytest.mark.filterwarnings("ignore::spacy_elmo.ElmoOptionsWarning")
 def test_options_validation_names_field(tmp_path):
     from spacy_elmo import ElmoOptionsError
 
@@ -280,3 +281,30 @@ def test_character_ids_out_of_range_are_refused(tiny_model, bad):
     ids[1, 2] = bad
     with torch.no_grad(), pytest.raises(ValueError, match=r"character ids must be in 0\.\.261"):
         bilm.token_encoder(ids)
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ('{"lstm": {"dim": 1' + "0" * 5000 + "}}", "is not readable JSON"),
+        ("[" * 100_000 + "]" * 100_000, "nests brackets too deeply"),
+    ],
+)
+def test_pathological_options_files_name_the_file(tmp_path, text, message):
+    from spacy_elmo import ElmoOptionsError
+
+    path = tmp_path / "options.json"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ElmoOptionsError, match=message) as info:
+        ElmoOptions.from_file(path)
+    assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize("clip", [1e308, 2e6, 0])
+def test_implausible_clip_values_are_refused(tiny_model, clip):
+    from spacy_elmo import ElmoOptionsError
+
+    data = json.loads(tiny_model[0].read_text(encoding="utf-8"))
+    data["lstm"]["cell_clip"] = clip
+    with pytest.raises(ElmoOptionsError, match=r"'lstm.cell_clip' must be a number in \(0, 1e\+06\]"):
+        ElmoOptions.from_dict(data)

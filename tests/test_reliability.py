@@ -265,9 +265,9 @@ def test_non_finite_weight_in_a_saved_pipeline_is_an_error(tiny_dir, tmp_path):
 @pytest.mark.parametrize(
     "section,field,value,expected",
     [
-        ("lstm", "cell_clip", float("nan"), r"'lstm.cell_clip' must be a finite number > 0, or null .*got nan"),
-        ("lstm", "proj_clip", -3, r"'lstm.proj_clip' must be a finite number > 0, or null .*got -3"),
-        ("lstm", "cell_clip", "3", r"'lstm.cell_clip' must be a finite number > 0, or null .*got '3'"),
+        ("lstm", "cell_clip", float("nan"), r"'lstm.cell_clip' must be a number in \(0, 1e\+06\] .*got nan"),
+        ("lstm", "proj_clip", -3, r"'lstm.proj_clip' must be a number in \(0, 1e\+06\] .*got -3"),
+        ("lstm", "cell_clip", "3", r"'lstm.cell_clip' must be a number in \(0, 1e\+06\] .*got '3'"),
         ("char_cnn", "n_characters", "lots", r"'char_cnn.n_characters' must be 261 or 262 .*got 'lots'"),
         (
             "char_cnn",

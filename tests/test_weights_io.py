@@ -1,6 +1,7 @@
 """weights.hdf5 reading/writing: bit-exact round trips and actionable error messages."""
 
 import json
+import re
 from pathlib import Path
 
 import h5py
@@ -114,10 +115,85 @@ def test_float64_values_are_stored_as_float32(tmp_path, options, weights):
     _assert_identical(read_weights(target, options), weights)
 
 
-def test_extra_datasets_are_ignored(tmp_path, options, weights):
+def _options_without(tiny_model, section: str, field: str) -> dict:
+    data = json.loads(Path(tiny_model[0]).read_text(encoding="utf-8"))
+    del data[section][field]
+    return data
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        ("CNN_high_1/W_carry", r"char_cnn.n_highway = 1; the file holds 2 highway layer\(s\): set it to 2"),
+        ("CNN/W_cnn_3", r"lists 3 char_cnn.filters banks but the file holds bank 3"),
+        ("RNN_0/RNN/MultiRNNCell/Cell2/LSTMCell/B", r"lstm.n_layers = 2 but the file holds LSTM layer 2"),
+        ("softmax/W", r"not part of ELMo's weights layout; the options and weights are from different models"),
+    ],
+)
+def test_datasets_the_options_do_not_use_are_an_error(tmp_path, options, weights, extra, message):
+    """A file holding more than the options describe means the options leave part of the
+    model out (its outputs would be wrong); the error names the field to fix."""
     target = tmp_path / "weights.hdf5"
-    write_weights(target, {**weights, "softmax/W": np.ones((3, 2))})
-    _assert_identical(read_weights(target, options), weights)
+    write_weights(target, {**weights, extra: np.ones((3, 2))})
+    with pytest.raises(
+        ElmoWeightsError, match=rf"{target}: dataset '{re.escape(extra)}' is not used by the options: .*{message}"
+    ):
+        read_weights(target, options)
+
+
+def test_options_without_n_highway_warn_and_the_file_names_it(tmp_path, tiny_model):
+    """Options that leave out n_highway used to ignore the file's highway layers silently."""
+    from spacy_elmo.errors import ElmoOptionsWarning
+
+    with pytest.warns(ElmoOptionsWarning, match=r"'char_cnn.n_highway' is missing; using 0"):
+        options = ElmoOptions.from_dict(_options_without(tiny_model, "char_cnn", "n_highway"))
+    with pytest.raises(ElmoWeightsError, match=r"char_cnn.n_highway = 0; the file holds 1 highway layer\(s\): set it to 1"):
+        read_weights(tiny_model[1], options)
+
+
+@pytest.mark.parametrize("field", ["proj_clip", "cell_clip", "use_skip_connections"])
+def test_options_without_a_numeric_field_warn_naming_it(tiny_model, field):
+    from spacy_elmo.errors import ElmoOptionsWarning
+
+    with pytest.warns(ElmoOptionsWarning, match=rf"options: 'lstm.{field}' is missing; using .* It changes the biLM's outputs"):
+        ElmoOptions.from_dict(_options_without(tiny_model, "lstm", field))
+
+
+@pytest.mark.parametrize("value", [3e38, -2e4])
+def test_implausible_magnitudes_are_refused(tmp_path, options, weights, value):
+    target = tmp_path / "weights.hdf5"
+    damaged = {**weights, "CNN_proj/b_proj": weights["CNN_proj/b_proj"].copy()}
+    damaged["CNN_proj/b_proj"][1] = value
+    write_weights(target, damaged)
+    with pytest.raises(ElmoWeightsError, match=r"dataset 'CNN_proj/b_proj' holds .* at index \(1,\), beyond the 10000"):
+        read_weights(target, options)
+
+
+def test_a_float64_value_beyond_float32_is_refused(tmp_path, options, weights):
+    """1e39 is finite as stored (float64) but infinite once cast to float32."""
+    target = tmp_path / "weights.hdf5"
+    with h5py.File(target, "w") as h5:
+        for name, array in weights.items():
+            h5.create_dataset(name, data=array.astype(np.float64))
+        h5["CNN_proj/b_proj"][0] = 1e39
+    with pytest.raises(ElmoWeightsError, match=r"dataset 'CNN_proj/b_proj' holds 1 NaN or infinite value"):
+        read_weights(target, options)
+
+
+def test_changed_bytes_in_a_file_we_wrote_are_detected(tmp_path, options, weights):
+    """Our files carry a Fletcher-32 checksum per dataset: a byte changed inside the data of
+    any dataset is an error on read (it used to load and give wrong outputs)."""
+    target = tmp_path / "weights.hdf5"
+    write_weights(target, weights)
+    with h5py.File(target, "r") as h5:
+        offsets = {name: h5[name].id.get_chunk_info(0).byte_offset for name in weights}
+    original = target.read_bytes()
+    for name, offset in offsets.items():
+        damaged = bytearray(original)
+        damaged[offset + 2] ^= 0x10
+        target.write_bytes(bytes(damaged))
+        with pytest.raises(ElmoWeightsError, match=rf"reading dataset '{re.escape(name)}' failed .* truncated or corrupted"):
+            read_weights(target, options)
 
 
 def test_missing_file(tmp_path, options):

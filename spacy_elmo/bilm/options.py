@@ -2,11 +2,12 @@
 
 import json
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple, Union
 
-from ..errors import ElmoOptionsError
+from ..errors import ElmoOptionsError, ElmoOptionsWarning
 from ..files import PathLike
 
 ACTIVATIONS = ("relu", "tanh")
@@ -19,6 +20,22 @@ MAX_HIGHWAY = 64
 MAX_CHARACTERS = 1000
 N_CHARACTERS = (261, 262)
 """bilm-tf writes 261 in training options and 262 (the padding id added) in published ones."""
+MAX_CLIP = 1e6
+"""Clip values above this clip nothing a trained biLM computes (published: 3); larger ones
+are typos, and past float32's range they overflow."""
+
+NUMERIC_DEFAULTS: Dict[str, Any] = {
+    "lstm.cell_clip": None,
+    "lstm.proj_clip": None,
+    "lstm.use_skip_connections": False,
+    "char_cnn.activation": "relu",
+    "char_cnn.n_highway": 0,
+    "char_cnn.max_characters_per_token": 50,
+    "char_cnn.n_characters": 262,
+}
+"""Fields that change the numbers a biLM computes but that bilm-tf's options may leave out:
+the value used when one is missing, with an :class:`ElmoOptionsWarning` (every published
+options.json sets them all)."""
 
 
 @dataclass(frozen=True)
@@ -76,7 +93,7 @@ class ElmoOptions:
                 f"integers in [1, {MAX_WIDTH}], got {filters!r}."
             )
         max_chars = _int_in_range(
-            cnn.get("max_characters_per_token", 50),
+            _defaulted(cnn, "char_cnn.", "max_characters_per_token", source),
             "char_cnn.max_characters_per_token",
             source,
             3,
@@ -88,18 +105,17 @@ class ElmoOptions:
             raise ElmoOptionsError(
                 f"{source}: a char-CNN filter of width {widest} is wider than 'char_cnn.max_characters_per_token' = {max_chars}."
             )
-        activation = cnn.get("activation", "relu")
+        activation = _defaulted(cnn, "char_cnn.", "activation", source)
         if activation not in ACTIVATIONS:
             raise ElmoOptionsError(f"{source}: 'char_cnn.activation' must be one of {list(ACTIVATIONS)}, got {activation!r}.")
-        n_highway = cnn.get("n_highway")
-        n_highway = _int_in_range(0 if n_highway is None else n_highway, "char_cnn.n_highway", source, 0, MAX_HIGHWAY)
-        n_characters = cnn.get("n_characters", 262)
+        n_highway = _int_in_range(_defaulted(cnn, "char_cnn.", "n_highway", source), "char_cnn.n_highway", source, 0, MAX_HIGHWAY)
+        n_characters = _defaulted(cnn, "char_cnn.", "n_characters", source)
         if not _is_int(n_characters) or n_characters not in N_CHARACTERS:
             raise ElmoOptionsError(
                 f"{source}: 'char_cnn.n_characters' must be 261 or 262 (the size of ELMo's byte "
                 f"vocabulary, with or without the padding id), got {n_characters!r}."
             )
-        skip = lstm.get("use_skip_connections", False)
+        skip = _defaulted(lstm, "lstm.", "use_skip_connections", source)
         if not isinstance(skip, bool):
             raise ElmoOptionsError(f"{source}: 'lstm.use_skip_connections' must be true or false, got {skip!r}.")
         known = {"lstm", "char_cnn"}
@@ -109,8 +125,8 @@ class ElmoOptions:
                 _get(lstm, "projection_dim", source, "lstm."), "lstm.projection_dim", source, 1, MAX_WIDTH
             ),
             n_layers=_int_in_range(_get(lstm, "n_layers", source, "lstm."), "lstm.n_layers", source, 1, MAX_LAYERS),
-            cell_clip=_clip(lstm.get("cell_clip"), "lstm.cell_clip", source),
-            proj_clip=_clip(lstm.get("proj_clip"), "lstm.proj_clip", source),
+            cell_clip=_clip(_defaulted(lstm, "lstm.", "cell_clip", source), "lstm.cell_clip", source),
+            proj_clip=_clip(_defaulted(lstm, "lstm.", "proj_clip", source), "lstm.proj_clip", source),
             use_skip_connections=skip,
             char_embedding_dim=_int_in_range(
                 _get(embedding, "dim", source, "char_cnn.embedding."), "char_cnn.embedding.dim", source, 1, MAX_WIDTH
@@ -134,8 +150,13 @@ class ElmoOptions:
             )
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        except (OSError, UnicodeDecodeError, ValueError) as err:  # JSONDecodeError, and ints over Python's digit limit
             raise ElmoOptionsError(f"Options file {path} is not readable JSON: {err}.") from None
+        except RecursionError:
+            raise ElmoOptionsError(
+                f"Options file {path} nests brackets too deeply to be an options.json: the file is corrupted. "
+                f"Pass the 'options.json' published with the weights."
+            ) from None
         return cls.from_dict(data, source=str(path))
 
     def to_dict(self) -> Dict[str, Any]:
@@ -222,9 +243,26 @@ def _int_in_range(value: Any, name: str, source: str, low: int, high: int, why: 
     return int(value)
 
 
+def _defaulted(section: Dict[str, Any], prefix: str, key: str, source: str) -> Any:
+    """``section[key]``, or its :data:`NUMERIC_DEFAULTS` value with a warning naming the field."""
+    if key in section:
+        return section[key]
+    default = NUMERIC_DEFAULTS[prefix + key]
+    warnings.warn(
+        f"{source}: '{prefix}{key}' is missing; using {json.dumps(default)}. It changes the biLM's outputs: "
+        f"set it to the value the weights were trained with (every published options.json has it).",
+        ElmoOptionsWarning,
+        stacklevel=3,
+    )
+    return default
+
+
 def _clip(value: Any, name: str, source: str) -> Optional[float]:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ElmoOptionsError(f"{source}: '{name}' must be a finite number > 0, or null for no clipping, got {value!r}.")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not 0 < value <= MAX_CLIP:
+        raise ElmoOptionsError(
+            f"{source}: '{name}' must be a number in (0, {MAX_CLIP:g}] (the published models use 3), or null "
+            f"for no clipping, got {value!r}."
+        )
     return float(value)

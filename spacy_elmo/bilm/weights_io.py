@@ -1,17 +1,23 @@
 """Read, validate and write the published ``weights.hdf5`` layout (docs/design.md §7).
 
-Pure NumPy/h5py: every dataset the options need is checked by name and shape before
-anything is built from it, so a wrong file fails here with a message a user can act on.
+Pure NumPy/h5py: the file must hold exactly the datasets the options describe, each checked
+by name and shape before anything is built from it, so a wrong file fails here with a
+message a user can act on.
 
-What reading can detect: a missing, unreadable, truncated or non-HDF5 file; missing,
-mis-shaped or non-float datasets; and NaN or infinite values in any dataset. What it cannot
-detect: finite values that were changed (flipped bits, a partly overwritten file whose
-structure survived, weights from another model of the same shape). A published
-``weights.hdf5`` carries no checksum to compare against; pipelines saved by spacy-elmo do,
-and it is checked when they are loaded (see ``spacy_elmo.layers.bilm_layer``).
+What reading detects in any file: a missing, unreadable, truncated or non-HDF5 file;
+missing, extra, mis-shaped or non-float datasets (an extra dataset names the options field
+that would use it); NaN or infinite values, also after the cast to float32; and magnitudes
+no trained ELMo has (above :data:`MAX_WEIGHT`). Files this package writes
+(``ElmoBiLM.save``, pretraining exports) carry a Fletcher-32 checksum per dataset, which
+HDF5 verifies on every read, so changed bytes in their data are detected too. What cannot be
+detected in a third-party file (the published ones carry no checksum): finite, plausible
+values that were changed, or weights from another model of the same shape. Pipelines saved
+by spacy-elmo carry a sha256 of the whole biLM, checked when they are loaded (see
+``spacy_elmo.layers.bilm_layer``).
 """
 
 import io
+import re
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
@@ -22,6 +28,8 @@ from ..errors import ElmoWeightsError
 from ..files import PathLike, atomic_path
 from .options import ElmoOptions
 
+_CELL = re.compile(r"RNN_[01]/RNN/MultiRNNCell/Cell(\d+)/")
+
 BYTES_SOURCE = "<serialized weights>"
 
 # Errors h5py raises for unreadable, truncated or corrupted files.
@@ -31,11 +39,16 @@ _REDOWNLOAD = "It is likely an incomplete or corrupted download: delete it and d
 _RESERIALIZE = "The serialized data is incomplete or corrupted: save the pipeline again from a working copy."
 _MISMATCH_FIX = "the options and weights are from different models; pass the options.json published with these weights."
 
+MAX_WEIGHT = 1e4
+"""Largest magnitude accepted in a weights file: trained ELMo weights stay below 10 (the
+shipped and AllenNLP test models below 3); a larger value is a corrupted file."""
+
 
 def read_weights(path: PathLike, options: ElmoOptions, *, source: Optional[str] = None) -> Dict[str, np.ndarray]:
     """Every dataset ``options`` needs, as C-contiguous float32 arrays, after checking shapes.
 
-    ``source`` names the file in error messages (default: the path). Extra datasets are ignored.
+    ``source`` names the file in error messages (default: the path). A dataset the options
+    do not use is an error naming the options field that would use it.
     """
     path = Path(path)
     source = source or str(path)
@@ -106,10 +119,11 @@ def _prepare(arrays: Mapping[str, Any], target: str) -> List[Tuple[str, np.ndarr
 
 
 def _write(h5: h5py.File, arrays: List[Tuple[str, np.ndarray]]) -> None:
-    """Plain contiguous datasets, as the published files have; no timestamps, so output is reproducible."""
+    """Datasets with a Fletcher-32 checksum (HDF5 checks it on every read); no timestamps, so
+    output is reproducible. Empty and scalar arrays, which HDF5 cannot checksum, stay plain."""
     for name, array in arrays:
         try:
-            h5.create_dataset(name, data=array, dtype=np.float32, track_times=False)
+            h5.create_dataset(name, data=array, dtype=np.float32, track_times=False, fletcher32=array.ndim > 0 and array.size > 0)
         except (TypeError, ValueError) as err:
             raise ElmoWeightsError(
                 f"Cannot create dataset '{name}' ({_short(err)}): another name already uses "
@@ -130,6 +144,7 @@ def _read(target: Union[Path, io.BytesIO], options: ElmoOptions, source: str, un
     with h5:
         expected = options.expected_shapes()
         _check_layout(h5, expected, options, source, unreadable_fix)
+        _check_nothing_unused(h5, expected, options, source)
         arrays = {}
         for name, shape in expected.items():
             array = np.empty(shape, dtype=np.float32)
@@ -147,7 +162,8 @@ def _read(target: Union[Path, io.BytesIO], options: ElmoOptions, source: str, un
 
 
 def _check_finite(array: np.ndarray, name: str, source: str, unreadable_fix: str) -> None:
-    """Raise if ``array`` holds NaN or infinite values: they would make every output NaN."""
+    """Raise if ``array`` holds NaN or infinite values (they would make every output NaN) or
+    magnitudes above :data:`MAX_WEIGHT` (a corrupted file)."""
     finite = np.isfinite(array)
     if not finite.all():
         bad = int(array.size - np.count_nonzero(finite))
@@ -157,6 +173,42 @@ def _check_finite(array: np.ndarray, name: str, source: str, unreadable_fix: str
             f"{tuple(int(i) for i in first)}, {float(array[first])}): the weights are corrupted or "
             f"come from a diverged training run. {unreadable_fix}"
         )
+    if array.size and float(np.abs(array).max()) > MAX_WEIGHT:
+        largest = np.unravel_index(int(np.argmax(np.abs(array))), array.shape)
+        raise ElmoWeightsError(
+            f"{source}: dataset '{name}' holds {float(array[largest]):g} at index {tuple(int(i) for i in largest)}, "
+            f"beyond the {MAX_WEIGHT:g} that no trained ELMo weight comes near: the file is corrupted. {unreadable_fix}"
+        )
+
+
+def _check_nothing_unused(h5: h5py.File, expected: Dict[str, Tuple[int, ...]], options: ElmoOptions, source: str) -> None:
+    """Raise for a dataset the options do not use: the options leave out part of the model
+    (too few highway layers, filter banks or LSTM layers), so its outputs would be wrong."""
+    names: List[str] = []
+
+    def visit(name: str, node: Any) -> None:
+        if isinstance(node, h5py.Dataset) and name not in expected:
+            names.append(name)
+
+    try:
+        h5.visititems(visit)
+    except _H5_ERRORS as err:
+        raise ElmoWeightsError(f"{source}: its datasets cannot be listed ({_short(err)}): the file is corrupted.") from None
+    if not names:
+        return
+    name = sorted(names)[0]
+    more = f" ({len(names) - 1} more unused dataset(s) too)" if len(names) > 1 else ""
+    highway, bank, cell = re.match(r"CNN_high_(\d+)/", name), re.match(r"CNN/[Wb]_cnn_(\d+)$", name), _CELL.match(name)
+    if highway:
+        count = 1 + max(int(m.group(1)) for m in map(re.compile(r"CNN_high_(\d+)/").match, names + list(expected)) if m)
+        fix = f"options.json has char_cnn.n_highway = {options.n_highway}; the file holds {count} highway layer(s): set it to {count}"
+    elif bank:
+        fix = f"options.json lists {len(options.filters)} char_cnn.filters banks but the file holds bank {bank.group(1)}: list every bank the weights have"
+    elif cell:
+        fix = f"options.json has lstm.n_layers = {options.n_layers} but the file holds LSTM layer {cell.group(1)}: set lstm.n_layers to match the weights"
+    else:
+        fix = f"it is not part of ELMo's weights layout; {_MISMATCH_FIX}"
+    raise ElmoWeightsError(f"{source}: dataset '{name}' is not used by the options{more}: {fix.rstrip('.')}.")
 
 
 def _check_layout(
