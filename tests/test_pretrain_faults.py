@@ -631,3 +631,59 @@ def test_a_full_disk_while_checkpointing_names_the_folder_and_keeps_the_last_che
     monkeypatch.setattr(torch, "save", real_save)
     _run(corpus, out, resume=True)
     assert _resumed_from(out) == [4, 4]
+
+
+def test_torch_failing_to_write_a_later_checkpoint_is_a_clear_error(corpus, tmp_path, monkeypatch):
+    """torch.save reports a failed write as a RuntimeError ('enforce fail at inline_container.cc');
+    it is the same OutputDirError as a full disk, naming the folder and the checkpoint to resume from."""
+    out = tmp_path / "out"
+    _run(corpus, out, training__max_steps=4)
+
+    def enforce_fail(obj, handle, *args, **kwargs):
+        handle.write(b"partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+
+    monkeypatch.setattr(torch, "save", enforce_fail)
+    with pytest.raises(OutputDirError) as err:
+        _run(corpus, out, resume=True)
+    message = str(err.value)
+    assert str(out / "checkpoint-8") in message and "is the disk full?" in message and "inline_container" in message
+    assert str(out / "checkpoint-4") in message and "--resume" in message
+
+
+def test_resuming_with_another_optimizer_names_it(corpus, tmp_path):
+    out = tmp_path / "out"
+    _run(corpus, out, training__max_steps=4)
+    with pytest.raises(CheckpointError, match=r"trained with \[training\] optimizer = 'adam' and the config now says 'adagrad'"):
+        _run(corpus, out, resume=True, training__optimizer="adagrad")
+    _run(corpus, out, resume=True, training__max_steps=5)
+    assert _resumed_from(out) == [4]
+
+
+STOP_DURING_SETUP = """
+import os, signal, sys
+from spacy_elmo.pretrain import cli, trainer
+
+def setup_then_signal(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGTERM)  # as a scheduler would, while the data and vocabulary load
+    raise AssertionError("the signal did not stop the setup")
+
+trainer.pretrain = setup_then_signal
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_sigterm_before_the_first_step_exits_130_with_one_line(corpus, tmp_path, resume):
+    """A stop during setup used to end the process with the default SIGTERM status (143) and no message."""
+    args = [str(corpus / "tiny.cfg"), str(tmp_path / "out"), "--paths.train", str(corpus / "train.txt")]
+    if resume:
+        args.append("--resume")
+    result = subprocess.run(
+        [sys.executable, "-c", STOP_DURING_SETUP, *args], env=one_thread_env(), capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 130, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("interrupted: stopped by SIGTERM outside a training step")
+    assert ("run the same command again to continue" in lines[0]) == resume
+    assert ("--overwrite" in lines[0]) != resume

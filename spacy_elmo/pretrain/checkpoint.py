@@ -15,6 +15,7 @@ holds only tensors and plain containers and is read with ``torch.load(weights_on
 loading never runs arbitrary pickled code.
 """
 
+import errno
 import hashlib
 import json
 import os
@@ -116,8 +117,11 @@ def save_checkpoint(output_dir: PathLike, state: Dict[str, Any], meta: Dict[str,
     target = checkpoint_path(output_dir, int(state["step"]))
     displaced: Optional[Path] = None
     with atomic_directory(target) as tmp:
-        with open(tmp / STATE_FILE, "xb") as handle:  # a file object: a full disk raises OSError, not torch's RuntimeError
-            torch.save({"format": FORMAT_VERSION, **state}, handle)
+        with open(tmp / STATE_FILE, "xb") as handle:
+            try:
+                torch.save({"format": FORMAT_VERSION, **state}, handle)
+            except RuntimeError as err:  # torch's writer reports a failed write (a full disk) as "enforce fail"
+                raise OSError(errno.EIO, f"writing {STATE_FILE} failed ({_first_sentence(err)}); is the disk full?") from None
         fsync_path(tmp / STATE_FILE)
         files = {STATE_FILE: {"bytes": (tmp / STATE_FILE).stat().st_size, "sha256": sha256_of(tmp / STATE_FILE)}}
         write_text_atomic(tmp / META_FILE, json.dumps({**meta, "files": files}, indent=2) + "\n")

@@ -7,6 +7,7 @@ from typing import List, Optional
 from ..errors import ElmoError
 from .config import help_epilog, parse_overrides
 from .errors import TrainingInterrupted
+from .interrupt import StopAtOnce
 
 INTERRUPTED_EXIT = 130
 
@@ -58,27 +59,40 @@ def build_parser(prog: str = "python -m spacy_elmo pretrain") -> argparse.Argume
     return parser
 
 
+def _stopped_before_training(by: str, resume: bool) -> str:
+    """What a stop outside the training loop (setup, export) tells the user to do next."""
+    if resume:
+        return (
+            f"stopped by {by} outside a training step; the checkpoints are as they were: run the same command again to continue"
+        )
+    return (
+        f"stopped by {by} outside a training step; nothing after the last checkpoint was kept: run the same "
+        f"command again with --resume if OUTPUT_DIR holds a checkpoint, otherwise with --overwrite"
+    )
+
+
 def main(argv: Optional[List[str]] = None, prog: str = "python -m spacy_elmo pretrain") -> int:
     """Parse the command line, run :func:`spacy_elmo.pretrain.pretrain`; 0 on success, 1 on a reported error, 130 on Ctrl-C or SIGTERM."""
     parser = build_parser(prog)
     args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     try:
-        overrides = parse_overrides(rest)
-        from ..bilm.memory import keep_freed_memory
-        from .trainer import pretrain
+        with StopAtOnce(lambda by: TrainingInterrupted(_stopped_before_training(by, args.resume))):
+            overrides = parse_overrides(rest)
+            from ..bilm.memory import keep_freed_memory
+            from .trainer import pretrain
 
-        if not args.return_memory:
-            keep_freed_memory()
-        pretrain(
-            args.config,
-            args.output_dir,
-            overrides=overrides,
-            resume=args.resume,
-            overwrite=args.overwrite,
-            gpu_id=args.gpu_id,
-            threads=args.threads,
-            progress=not args.no_progress,
-        )
+            if not args.return_memory:
+                keep_freed_memory()
+            pretrain(
+                args.config,
+                args.output_dir,
+                overrides=overrides,
+                resume=args.resume,
+                overwrite=args.overwrite,
+                gpu_id=args.gpu_id,
+                threads=args.threads,
+                progress=not args.no_progress,
+            )
     except ElmoError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -46,5 +46,18 @@ class StopRequest:
             self.on_request()
 
 
+class StopAtOnce(StopRequest):
+    """While active, the first SIGINT or SIGTERM raises ``make_error(signal name)`` at once:
+    for the setup before the first step, when there is nothing to finish or save. The
+    trainer's own :class:`StopRequest` takes over while it runs."""
+
+    def __init__(self, make_error: Callable[[str], BaseException]) -> None:
+        super().__init__()
+        self.make_error = make_error
+
+    def _handle(self, signum: int, frame: Optional[FrameType]) -> None:
+        raise self.make_error(SIGNAL_NAMES.get(signal.Signals(signum), "a signal"))
+
+
 def _default_handler(signum: int) -> Any:
     return signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL

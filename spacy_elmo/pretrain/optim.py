@@ -9,7 +9,7 @@ state) exactly unchanged.
 """
 
 import math
-from typing import List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -49,6 +49,17 @@ def build_optimizer(objective: BiLMObjective, config: TrainingConfig) -> torch.o
     if config.optimizer == "adagrad":
         return torch.optim.Adagrad(groups, lr=learn_rate(config), initial_accumulator_value=ADAGRAD_INITIAL_ACCUMULATOR)
     return torch.optim.Adam(groups, lr=learn_rate(config))
+
+
+def optimizer_kind(state: Dict[str, Any]) -> Optional[str]:
+    """Which optimizer wrote ``state`` (an ``optimizer.state_dict()``): "adam", "adagrad", or
+    None before its first step, when it holds no per-parameter state yet."""
+    for parameter_state in state.get("state", {}).values():
+        if "sum" in parameter_state:
+            return "adagrad"
+        if "exp_avg" in parameter_state:
+            return "adam"
+    return None
 
 
 def budget_progress(config: TrainingConfig, step: int, tokens: int) -> Optional[float]:

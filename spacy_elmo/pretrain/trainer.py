@@ -63,6 +63,7 @@ from .optim import (
     apply_freezing,
     build_optimizer,
     grad_clip,
+    optimizer_kind,
     scheduled_learn_rate,
     set_learn_rate,
     trainable_blocks,
@@ -417,6 +418,13 @@ class Trainer:
         checkpoint, where = found.state, found.path
         self._check_run_settings(where, found.meta.get("run") if "files" in found.meta else None)
         fix = "Resume with the config of the original run, or start without --resume in a new OUTPUT_DIR."
+        stored = optimizer_kind(checkpoint["optimizer"])
+        if stored not in (None, self.training.optimizer):
+            raise CheckpointError(
+                f"Cannot resume from {where}: it was trained with [training] optimizer = {stored!r} and the config "
+                f"now says {self.training.optimizer!r}; their states do not carry over. Resume with --training.optimizer "
+                f"{stored}, or start a new OUTPUT_DIR with --training.init_from {self.output_dir / 'model-last'}."
+            )
         try:
             self.objective.load_state_dict(checkpoint["model"])
             self.optimizer.load_state_dict(checkpoint["optimizer"])
