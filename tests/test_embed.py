@@ -184,6 +184,8 @@ def test_resume_after_an_interruption_writes_the_uninterrupted_file(tiny_model, 
     assert not out.exists()
     with pytest.raises(EmbedResumeError, match=r"different batch_size \(5 there, 6 now\).*--force"):
         embed_corpus(source, out, bilm, EmbedSettings(chunk_lines=8, batch_size=6), progress=False)
+    with pytest.raises(EmbedResumeError, match=r"different precision \('fp32' there, 'int8' now\).*--force"):
+        embed_corpus(source, out, load_bilm(_weights(tiny_model)).to_precision("int8"), settings, progress=False)
     with pytest.warns(EmbedWarning):
         summary = embed_corpus(source, out, bilm, settings, progress=False)
     assert (summary.n_resumed, summary.n_embedded) == (24, 37)

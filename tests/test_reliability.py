@@ -369,6 +369,29 @@ def test_weights_path_that_is_a_directory_is_a_clear_error(tmp_path):
         read_weights(tmp_path / "weights.hdf5", ElmoOptions.from_dict(TINY_OPTIONS))
 
 
+def test_a_model_directory_whose_weights_file_is_a_directory_says_so(tmp_path):
+    """It used to say the directory had no weights.hdf5 while listing one."""
+    from spacy_elmo.errors import ElmoModelNotFoundError
+
+    (tmp_path / "weights.hdf5").mkdir()
+    (tmp_path / "options.json").write_text(json.dumps(TINY_OPTIONS), encoding="utf-8")
+    with pytest.raises(ElmoModelNotFoundError, match=r"weights.hdf5 is a directory, not a file: a model directory needs"):
+        ElmoBiLM.from_pretrained(tmp_path)
+
+
+def test_a_weights_file_with_damaged_metadata_is_called_damaged(tmp_path):
+    """Zeroed HDF5 metadata (offsets 400-2000 of a file we wrote) used to be reported as options and weights from different models."""
+    weights = tmp_path / "weights.hdf5"
+    write_weights(weights, tiny_arrays(ElmoOptions.from_dict(TINY_OPTIONS)))
+    damaged = bytearray(weights.read_bytes())
+    damaged[400:2000] = bytes(1600)  # the root group's links: the file opens, every dataset is gone
+    weights.write_bytes(bytes(damaged))
+    with pytest.raises(ElmoWeightsError) as info:
+        read_weights(weights, ElmoOptions.from_dict(TINY_OPTIONS))
+    message = str(info.value)
+    assert message.startswith(f"{weights} holds no datasets at all") and "different models" not in message
+
+
 # ---------------------------------------------------------------------------- batch independence
 
 

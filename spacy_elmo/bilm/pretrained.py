@@ -201,6 +201,13 @@ def _model_dir_files(directory: Path) -> Tuple[Path, Path]:
     if manylangs_io.is_model_dir(directory):
         return manylangs_io.model_files(directory)
     options_path, weights_path = directory / OPTIONS_FILE, directory / WEIGHTS_FILE
+    not_files = [p for p in (options_path, weights_path) if p.exists() and not p.is_file()]
+    if not_files:
+        raise ElmoModelNotFoundError(
+            f"{not_files[0]} is a {'directory' if not_files[0].is_dir() else 'special file'}, not a file: a model "
+            f"directory needs {OPTIONS_FILE} and {WEIGHTS_FILE} as plain files, published together. Replace it "
+            f"with the file itself."
+        )
     missing = [p.name for p in (options_path, weights_path) if not p.is_file()]
     if missing:
         present = sorted(p.name for p in directory.iterdir())[:8]

@@ -235,7 +235,12 @@ def _check_layout(
         if first is not None:
             continue
         needed = f"options.json ({_shape_origin(name, options)}) needs"
-        if node is None or found is None:
+        if node is None and not _holds_datasets(h5):
+            first = (
+                f"{source} holds no datasets at all (an empty file, or one whose HDF5 metadata is damaged): it is "
+                f"not a usable weights file. {unreadable_fix}"
+            )
+        elif node is None or found is None:
             what = "is missing" if node is None else "is a group, not a dataset"
             first = (
                 f"{source}: dataset '{name}' {what}, but {needed} it with shape {shape}. "
@@ -279,6 +284,15 @@ def _shape_origin(name: str, options: ElmoOptions) -> str:
     if name.endswith("/B"):
         return f"{layers}; lstm.dim={H} (4 gates)"
     return f"{layers}; lstm.dim={H}; lstm.projection_dim={P}"
+
+
+def _holds_datasets(h5: h5py.File) -> bool:
+    found: List[str] = []
+    try:
+        h5.visititems(lambda name, node: found.append(name) if isinstance(node, h5py.Dataset) else None)
+    except _H5_ERRORS:
+        return False
+    return bool(found)
 
 
 def _present(h5: h5py.File, limit: int = 5) -> str:

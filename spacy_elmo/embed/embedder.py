@@ -45,10 +45,9 @@ def load_bilm(weights: str = "default", options: Optional[str] = None) -> ElmoBi
 
 
 def model_fingerprint(bilm: ElmoBiLM) -> str:
-    """SHA-256 of the options, every weight and a low precision: equal iff two runs compute the same."""
+    """SHA-256 of the options and every weight: equal iff two biLMs are the same model (the
+    precision they run in is a setting of its own in a run's manifest)."""
     digest = hashlib.sha256(bilm.options.to_json().encode("utf-8"))
-    if bilm.precision != "fp32":
-        digest.update(f"precision={bilm.precision}".encode())
     for name, array in sorted(bilm.to_arrays().items()):
         digest.update(name.encode("utf-8"))
         digest.update(np.ascontiguousarray(array, dtype=np.float32).tobytes())

@@ -37,6 +37,7 @@ MUST_AGREE = (
     "n_input_lines",
     "input_sha256",
     "model_sha256",
+    "precision",
     "dtype",
     "n_layers",
     "dim",
