@@ -16,7 +16,7 @@ from thinc.api import Config, Model, Optimizer, set_dropout_rate
 from thinc.types import Floats3d
 
 from ..errors import ElmoError, ElmoOptionsError, ElmoWeightsError
-from ..files import write_bytes_atomic, write_text_atomic
+from ..files import write_bytes_atomic
 from ..layers.bilm_layer import elmo_shim, serialized_source
 from .architectures import ELMO_BILM, default_model_config
 from .extensions import LAYERS_ATTR, install_extensions
@@ -239,98 +239,78 @@ class ElmoComponent(TrainablePipe):
     # ------------------------------------------------------------------ serialization
 
     def to_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = ()) -> None:
-        """Write ``cfg`` (the settings, with one sha256 over them and the ``model`` bytes) and
-        ``model`` (the biLM's options and weights with their own checksum).
+        """Write ``model``: the settings and the biLM (its options and weights) under one
+        sha256, so one atomic rename replaces both and no crash can pair old settings with
+        new weights.
 
-        Each file is written atomically, and ``model`` only when its bytes differ from the
-        file already there: ``spacy train`` saves the pipeline at every evaluation, and a
-        frozen biLM's weights are then written once per output directory, not every time.
+        The file is written only when its bytes differ from the file already there: ``spacy
+        train`` saves the pipeline at every evaluation, and a frozen biLM's weights are then
+        written once per output directory, not every time.
         """
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        model_bytes = self.model.to_bytes() if "model" not in exclude else None
-        if "cfg" not in exclude:
-            write_text_atomic(path / "cfg", self._stored_settings(model_bytes))
         if "vocab" not in exclude:
             self.vocab.to_disk(path / "vocab", exclude=exclude)
-        if model_bytes is not None:
-            write_if_changed(path / "model", model_bytes)
+        if "model" not in exclude:
+            write_if_changed(path / "model", self._stored(self.model.to_bytes()))
 
     def from_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = ()) -> "ElmoComponent":
-        """Load what :meth:`to_disk` wrote. A missing, truncated or corrupted ``model`` or
-        ``cfg`` file is an :class:`ElmoWeightsError` naming the file; see :meth:`_check_stored_settings`."""
+        """Load what :meth:`to_disk` wrote; a missing, truncated or corrupted ``model`` file
+        is an :class:`ElmoWeightsError` naming the file (see :meth:`_unpack`)."""
         path = Path(path)
-        model_bytes = None
+        if "vocab" not in exclude:
+            self.vocab.from_disk(path / "vocab", exclude=exclude)
         if "model" not in exclude:
             model_path = path / "model"
             if not model_path.is_file():
                 what = "is a directory, not a file" if model_path.is_dir() else "is missing"
                 raise ElmoWeightsError(
                     f"{model_path} {what}: the saved pipeline's '{self.name}' component has no "
-                    f"stored biLM, so the pipeline is incomplete. Save the pipeline again from a "
-                    f"working copy (or copy or download it again)."
+                    f"stored biLM, so the pipeline is incomplete. {_SAVE_AGAIN}"
                 )
-            model_bytes = model_path.read_bytes()
-        if "cfg" not in exclude and (path / "cfg").exists():
-            try:
-                text = (path / "cfg").read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as err:
-                raise ElmoWeightsError(f"{path / 'cfg'} cannot be read ({type(err).__name__}: {err}). {_SAVE_AGAIN}") from None
-            self._check_stored_settings(text, model_bytes, str(path / "cfg"), str(path / "model"))
-        if "vocab" not in exclude:
-            self.vocab.from_disk(path / "vocab", exclude=exclude)
-        if model_bytes is not None:
-            self._load_model_bytes(model_bytes, str(path / "model"))
+            self._load_model_bytes(self._unpack(model_path.read_bytes(), str(model_path)), str(model_path))
         return self
 
+    def to_bytes(self, *, exclude: Iterable[str] = ()) -> bytes:
+        """``vocab`` and ``model`` (as in :meth:`to_disk`), as :meth:`from_bytes` reads them."""
+        data: Dict[str, Any] = {}
+        if "vocab" not in exclude:
+            data["vocab"] = self.vocab.to_bytes(exclude=exclude)
+        if "model" not in exclude:
+            data["model"] = self._stored(self.model.to_bytes())
+        return srsly.msgpack_dumps(data)
+
     def from_bytes(self, bytes_data: bytes, *, exclude: Iterable[str] = ()) -> "ElmoComponent":
+        where = f"the '{self.name}' component's bytes"
         try:
             data = srsly.msgpack_loads(bytes_data)
         except Exception as err:  # msgpack raises many unrelated types for damaged input
             raise ElmoWeightsError(
-                f"The '{self.name}' component's bytes cannot be decoded ({type(err).__name__}: "
-                f"{err}): they are truncated or corrupted. Serialize the pipeline again."
+                f"{where} cannot be decoded ({type(err).__name__}: {err}): they are truncated or corrupted. "
+                f"Serialize the pipeline again."
             ) from None
         if not isinstance(data, dict):
-            raise ElmoWeightsError(
-                f"The '{self.name}' component's bytes are not a serialized component. Serialize the pipeline again."
-            )
-        if "cfg" not in exclude and "cfg" in data:
-            model_bytes = data.get("model") if "model" not in exclude else None
-            where = f"the '{self.name}' component's serialized"
-            self._check_stored_settings(data["cfg"], model_bytes, f"{where} cfg", f"{where} model")
+            raise ElmoWeightsError(f"{where} are not a serialized component. Serialize the pipeline again.")
         if "vocab" not in exclude and "vocab" in data:
             self.vocab.from_bytes(data["vocab"], exclude=exclude)
         if "model" not in exclude:
             if "model" not in data:
                 raise ElmoWeightsError(
-                    f"The '{self.name}' component's bytes hold no 'model' (its biLM): they are "
-                    f"incomplete. Serialize the pipeline again without excluding 'model'."
+                    f"{where} hold no 'model' (its biLM): they are incomplete. Serialize the pipeline again "
+                    f"without excluding 'model'."
                 )
-            self._load_model_bytes(data["model"], f"the '{self.name}' component's serialized model")
+            source = f"the '{self.name}' component's serialized model"
+            self._load_model_bytes(self._unpack(data["model"], source), source)
         return self
 
-    def to_bytes(self, *, exclude: Iterable[str] = ()) -> bytes:
-        """``cfg`` (the checksummed settings), ``vocab`` and ``model``, as :meth:`from_bytes` reads them."""
-        data: Dict[str, Any] = {}
-        model_bytes = self.model.to_bytes() if "model" not in exclude else None
-        if "cfg" not in exclude:
-            data["cfg"] = self._stored_settings(model_bytes)
-        if "vocab" not in exclude:
-            data["vocab"] = self.vocab.to_bytes(exclude=exclude)
-        if model_bytes is not None:
-            data["model"] = model_bytes
-        return srsly.msgpack_dumps(data)
+    def _stored(self, model_bytes: bytes) -> bytes:
+        """The stored ``model``: the settings and the model's bytes, with a sha256 over both."""
+        return srsly.msgpack_dumps(
+            {"settings": self.cfg, "model": model_bytes, "sha256": _sha256(_canonical(self.cfg) + model_bytes)}
+        )
 
-    def _stored_settings(self, model_bytes: Optional[bytes]) -> str:
-        """The ``cfg`` file: the settings and the model's sha256, under one sha256."""
-        content = {"settings": self.cfg, "model_sha256": None if model_bytes is None else _sha256(model_bytes)}
-        return srsly.json_dumps({**content, "sha256": _sha256(_canonical(content))}, indent=2) + "\n"
-
-    def _check_stored_settings(
-        self, text: Union[str, bytes], model_bytes: Optional[bytes], source: str, model_source: str
-    ) -> None:
-        """Verify a stored ``cfg`` (:meth:`_stored_settings`) and the ``model`` bytes read beside it.
+    def _unpack(self, data: bytes, source: str) -> bytes:
+        """The model's bytes from a stored ``model`` (:meth:`_stored`), after verifying it.
 
         Damage is an :class:`ElmoWeightsError` naming ``source``; settings that pass the
         checksum are checked as a config's are. The settings in force stay those of the
@@ -338,25 +318,24 @@ class ElmoComponent(TrainablePipe):
         ``nlp.config`` always tells what the component does.
         """
         try:
-            stored = srsly.json_loads(text)
-        except ValueError as err:
-            raise ElmoWeightsError(f"{source} cannot be decoded ({err}): it is corrupted. {_SAVE_AGAIN}") from None
-        if not isinstance(stored, dict) or set(stored) != {"settings", "model_sha256", "sha256"}:
+            stored = srsly.msgpack_loads(data)
+        except Exception as err:  # msgpack raises many unrelated types for damaged input
             raise ElmoWeightsError(
-                f"{source} is not the settings file of an 'elmo' component saved by this version of "
-                f"spacy-elmo (expected the keys settings, model_sha256, sha256). {_SAVE_AGAIN}"
+                f"{source} cannot be decoded ({type(err).__name__}: {err}): it is truncated or corrupted "
+                f"(a process killed while writing it, a partial copy or download). {_SAVE_AGAIN}"
+            ) from None
+        if not isinstance(stored, dict) or set(stored) != {"settings", "model", "sha256"}:
+            raise ElmoWeightsError(
+                f"{source} is not the stored biLM of an 'elmo' component saved by this version of spacy-elmo "
+                f"(expected the keys settings, model, sha256). {_SAVE_AGAIN}"
             )
-        content = {"settings": stored["settings"], "model_sha256": stored["model_sha256"]}
-        if stored["sha256"] != _sha256(_canonical(content)):
+        settings, model_bytes = stored["settings"], stored["model"]
+        if not isinstance(model_bytes, bytes) or stored["sha256"] != _sha256(_canonical(settings) + model_bytes):
             raise ElmoWeightsError(f"{source} does not match its sha256 checksum: the file is corrupted. {_SAVE_AGAIN}")
-        if model_bytes is not None and stored["model_sha256"] is not None and _sha256(model_bytes) != stored["model_sha256"]:
-            raise ElmoWeightsError(
-                f"{model_source} does not match the sha256 checksum stored for it in {source}: it is "
-                f"corrupted, or the two come from different saves. {_SAVE_AGAIN}"
-            )
-        if not isinstance(stored["settings"], dict) or set(stored["settings"]) != set(self.cfg):
+        if not isinstance(settings, dict) or set(settings) != set(self.cfg):
             raise ElmoWeightsError(f"{source} holds other settings than {sorted(self.cfg)}. {_SAVE_AGAIN}")
-        checked_settings(stored["settings"], source)
+        checked_settings(settings, source)
+        return model_bytes
 
     def _load_model_bytes(self, data: bytes, source: str) -> None:
         """Load the stored biLM and the model's state; the runtime settings (batch size, piece
@@ -372,8 +351,7 @@ class ElmoComponent(TrainablePipe):
         except (ValueError, KeyError, TypeError, IndexError, AttributeError) as err:
             raise ElmoWeightsError(
                 f"{source} cannot be read ({type(err).__name__}: {err}): the file is truncated or "
-                f"corrupted (a process killed while writing it, a partial copy or download). "
-                f"Save the pipeline again from a working copy, or copy or download it again."
+                f"corrupted (a process killed while writing it, a partial copy or download). {_SAVE_AGAIN}"
             ) from None
         for node, attrs in settings:
             node.attrs.update(attrs)
