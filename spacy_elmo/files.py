@@ -7,6 +7,8 @@ start with ``.`` and contain ``.tmp-`` so that :func:`remove_orphans` can find t
 killed process left behind.
 """
 
+import ctypes
+import errno
 import os
 import shutil
 import uuid
@@ -74,6 +76,63 @@ def atomic_directory(target: PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def replace_directory(source: PathLike, target: PathLike) -> None:
+    """Put the complete directory ``source`` at ``target``, replacing what is there, so that at
+    every instant ``target`` is the old directory or the new one.
+
+    On Linux both are swapped in one ``renameat2(RENAME_EXCHANGE)`` call and the old one is
+    then deleted. Where that call is missing (other systems, some file systems), the old
+    directory is renamed aside first: a crash between the two renames leaves it there under
+    a temporary name, which :func:`restore_directory` puts back.
+    """
+    source, target = Path(source), Path(target)
+    fsync_path(source)
+    if not target.exists():
+        os.rename(source, target)
+    elif _exchange(source, target):
+        shutil.rmtree(source, ignore_errors=True)
+    else:
+        aside = _aside_name(target)
+        os.rename(target, aside)
+        os.rename(source, target)
+        shutil.rmtree(aside, ignore_errors=True)
+    fsync_path(target.parent)
+
+
+def restore_directory(target: PathLike) -> bool:
+    """Undo a :func:`replace_directory` that a crash stopped between its two renames: if
+    ``target`` is missing and its set-aside copy exists, rename the copy back; return whether it did."""
+    target = Path(target)
+    aside = _aside_name(target)
+    if target.exists() or not aside.is_dir():
+        return False
+    os.rename(aside, target)
+    return True
+
+
+def _aside_name(target: Path) -> Path:
+    return target.with_name(f".{target.name}.previous")
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(first: Path, second: Path) -> bool:
+    """Swap two paths atomically (Linux ``renameat2``); False where the system cannot."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    result = renameat2(_AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second), _RENAME_EXCHANGE)
+    if result == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(second))
 
 
 def write_bytes_atomic(target: PathLike, data: bytes) -> None:
