@@ -167,6 +167,9 @@ def run(
     max_steps: int = typer.Option(3000, min=1, help="[training] max_steps of every run"),
     eval_frequency: int = typer.Option(200, min=1, help="[training] eval_frequency of every run"),
     bilm: Optional[str] = typer.Option(None, help="[components.elmo.model] weights for configs that have an elmo component"),
+    vectors: Optional[str] = typer.Option(
+        None, help="[paths] vectors (a spaCy vectors directory) for configs that use static vectors"
+    ),
     lang: str = typer.Option("en", help="Language of the corpora"),
     gpu_id: int = typer.Option(-1, help="GPU id, -1 for the CPU"),
 ) -> None:
@@ -198,6 +201,7 @@ def run(
                     "train_sentences": n_train,
                     "train_words": words,
                     "bilm": bilm if "elmo" in spacy.util.load_config(config_path)["components"] else None,
+                    **({"vectors": vectors} if vectors and _uses_static_vectors(config_path) else {}),
                 }
                 result_path = out_dir / f"{task}.{system}.f{label}.seed{seed}.json"
                 if result_path.is_file() and _same_settings(result_path, settings):
@@ -207,6 +211,11 @@ def run(
                 result = _run_in_subprocess(settings, config_path, train_path, dev, test, training_dir, gpu_id)
                 write_text_atomic(result_path, json.dumps({**settings, **result}, indent=2) + "\n")
                 msg.good(f"{result_path.name}: dev {headline(result['dev']):.2f}, test {headline(result['test']):.2f}")
+
+
+def _uses_static_vectors(config_path: Path) -> bool:
+    """Whether a config's text turns static vectors on (a MultiHashEmbed with include_static_vectors = true)."""
+    return "include_static_vectors = true" in config_path.read_text(encoding="utf-8")
 
 
 def _same_settings(path: Path, settings: Dict[str, Any]) -> bool:
@@ -234,6 +243,7 @@ def _run_in_subprocess(
             "training.max_steps": settings["max_steps"],
             "training.eval_frequency": settings["eval_frequency"],
             **({"components.elmo.model.weights": settings["bilm"]} if settings["bilm"] else {}),
+            **({"paths.vectors": settings["vectors"]} if settings.get("vectors") else {}),
         },
     }
     subprocess.run([sys.executable, __file__, "one", json.dumps(job)], check=True)
