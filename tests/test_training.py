@@ -269,7 +269,14 @@ def test_frozen_upstream_in_annotating_components(model_dir, synthetic_corpus):
         nlp.update(_examples(nlp, synthetic_corpus)[:4], sgd=optimizer, exclude=["elmo"])
 
 
-CONFIGS = ["ner_elmo.cfg", "ner_baseline.cfg", "textcat_elmo.cfg", "textcat_baseline.cfg"]
+CONFIGS = [
+    "ner_elmo.cfg",
+    "ner_baseline.cfg",
+    "ner_elmo_vectors.cfg",
+    "ner_baseline_vectors.cfg",
+    "textcat_elmo.cfg",
+    "textcat_baseline.cfg",
+]
 
 DEBUG_CONFIGS = """
 import sys
@@ -298,3 +305,48 @@ def debug_config_output():
 def test_configs_pass_spacy_debug_config(name, debug_config_output):
     output = debug_config_output[name]
     assert "Config is valid" in output and "exit" not in output, output
+
+
+def _floret_vectors(folder: Path) -> Path:
+    """A tiny floret table (50 rows of 8, n-grams 4-5, 2 hashes) made into spaCy vectors with ``spacy init vectors``."""
+    rng = np.random.default_rng(0)
+    rows = ["50 8 4 5 2 2166136261 < >"] + [f"{i} " + " ".join(f"{v:.4f}" for v in rng.normal(0, 1, 8)) for i in range(50)]
+    (folder / "tiny.floret").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "spacy",
+            "init",
+            "vectors",
+            "en",
+            str(folder / "tiny.floret"),
+            str(folder / "vectors"),
+            "--mode",
+            "floret",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return folder / "vectors"
+
+
+@pytest.mark.parametrize("name", ["ner_baseline_vectors.cfg", "ner_elmo_vectors.cfg"])
+def test_vectors_configs_train_with_vectors_and_name_the_setting_without(name, model_dir, synthetic_corpus, tmp_path):
+    from spacy.training.initialize import init_nlp
+
+    from spacy_elmo.errors import ElmoConfigError
+
+    config = spacy.util.load_config(REPO / "configs" / name)
+    overrides = {"paths.train": str(synthetic_corpus), "paths.dev": str(synthetic_corpus), "training.max_steps": 2}
+    if "elmo" in name:
+        overrides["components.elmo.model.weights"] = str(model_dir)
+    with pytest.raises(ElmoConfigError, match=r"\[paths\] vectors is not set: pass --paths.vectors DIR"):
+        init_nlp(config.merge(spacy.util.dot_to_dict(overrides)))
+    overrides["paths.vectors"] = str(_floret_vectors(tmp_path))
+    nlp = init_nlp(config.merge(spacy.util.dot_to_dict(overrides)))
+    assert nlp.vocab.vectors.mode == "floret" and nlp.vocab.vectors.shape == (50, 8)
+    examples = _examples(nlp, synthetic_corpus)
+    losses = {}
+    nlp.update(examples[:8], losses=losses)
+    assert losses["ner"] > 0

@@ -1,5 +1,8 @@
 """Registered callbacks a training config opts into.
 
+``spacy-elmo.require_vectors.v1`` (``[initialize.before_init]``) stops a config that uses static
+vectors when none were given, with the setting to pass, instead of an IndexError deep in spaCy.
+
 ``spacy-elmo.atomic_saves.v1`` makes ``spacy train``'s saves survive ``kill -9``: see
 :func:`create_atomic_saves`.
 
@@ -16,12 +19,13 @@ import shutil
 import types
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Union
+from typing import Any, Callable, Optional, Union
 
 from spacy.language import Language
 from spacy.util import registry
 
 from ..bilm.memory import keep_freed_memory
+from ..errors import ElmoConfigError
 from ..files import remove_orphans, replace_directory, restore_directory, temporary_name
 
 BEST, LAST = "model-best", "model-last"
@@ -124,3 +128,21 @@ def _swap_best_copies_in_training_loop() -> None:
         )
         return
     loop.shutil = _TrainingLoopShutil()
+
+
+@registry.callbacks("spacy-elmo.require_vectors.v1")
+def create_require_vectors(also: Optional[Callable[[Language], Language]] = None) -> Callable[[Language], Language]:
+    """An ``[initialize.before_init]`` callback: an error naming ``[paths] vectors`` when a
+    config that uses static vectors is initialized without them. ``also`` is another
+    ``before_init`` callback to run after the check (the slot holds one)."""
+
+    def require_vectors(nlp: Language) -> Language:
+        if nlp.config.interpolate()["initialize"].get("vectors") is None:
+            raise ElmoConfigError(
+                "This config uses static vectors (include_static_vectors = true) but [paths] vectors is not set: "
+                "pass --paths.vectors DIR, a directory made by 'python -m spacy init vectors LANG FILE DIR --mode "
+                "floret' (the project's 'vectors' step makes one), or use the config without '_vectors'."
+            )
+        return also(nlp) if also is not None else nlp
+
+    return require_vectors
