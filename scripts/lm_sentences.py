@@ -9,7 +9,8 @@ spaCy on the training machine and without tokenising in the loop that feeds a GP
     python scripts/lm_sentences.py configs/pretrain_small.cfg "DATA/lm/wiki2014-en/*.txt.gz" lm-sentences/
 
 Each input ``NAME.txt.gz`` (or ``NAME.txt``) becomes ``OUT_DIR/NAME.txt``. An existing output
-is never replaced: the script stops before writing anything.
+is never replaced: the script stops before writing anything, or with ``--skip-done`` keeps it
+and skips its input (outputs are written whole, so an existing one is complete).
 """
 
 from pathlib import Path
@@ -34,6 +35,9 @@ def main(
     config: Path = typer.Argument(..., exists=True, dir_okay=False, help="Pretraining config whose [data] settings to apply"),
     inputs: str = typer.Argument(..., help="Text files: a path, a glob or a comma-separated list, plain or .gz"),
     out_dir: Path = typer.Argument(..., file_okay=False, help="Where the sentence files go"),
+    skip_done: bool = typer.Option(
+        False, "--skip-done", help="Keep existing outputs (each is written whole) and skip their inputs"
+    ),
 ) -> None:
     """Write every input's sentences as the paragraphs reader of CONFIG splits them."""
     data = load_config(config).data
@@ -45,7 +49,11 @@ def main(
         msg.fail(str(err), exits=1)
     targets: List[Path] = [out_dir / output_name(path) for path in files]
     taken = [str(target) for target in targets if target.exists()]
-    if taken:
+    if taken and skip_done:
+        msg.info(f"Kept from an earlier run: {', '.join(taken)}")
+        pending = [(path, target) for path, target in zip(files, targets) if not target.exists()]
+        files, targets = [path for path, _ in pending], [target for _, target in pending]
+    elif taken:
         msg.fail(f"Not replacing existing files: {', '.join(taken)}. Remove them or choose another OUT_DIR.", exits=1)
     if len(set(targets)) != len(targets):
         msg.fail("Two inputs map to the same output name (e.g. a.txt and a.txt.gz); pass one of them.", exits=1)

@@ -45,6 +45,11 @@ def test_an_existing_output_is_never_replaced(tmp_path: Path) -> None:
     assert done.returncode != 0
     assert "Not replacing existing files" in done.stdout + done.stderr
     assert (out / "valid.txt").read_text(encoding="utf-8") == "keep me\n"
+    (tmp_path / "train.txt.gz").write_bytes(gzip.compress(b"Five six seven eight.\n"))
+    done = run(str(CONFIG), str(tmp_path / "*.txt.gz"), str(out), "--skip-done")
+    assert done.returncode == 0, done.stderr
+    assert (out / "valid.txt").read_text(encoding="utf-8") == "keep me\n"
+    assert (out / "train.txt").read_text(encoding="utf-8") == "Five six seven eight .\n"
 
 
 def test_inputs_that_match_nothing_are_named_as_the_script_names_them(tmp_path: Path) -> None:
