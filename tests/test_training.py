@@ -350,3 +350,40 @@ def test_vectors_configs_train_with_vectors_and_name_the_setting_without(name, m
     losses = {}
     nlp.update(examples[:8], losses=losses)
     assert losses["ner"] > 0
+
+
+def test_replaced_listeners_keep_every_mix_setting_in_the_saved_config(model_dir, synthetic_corpus, tmp_path):
+    """A pipeline trained with non-default listener settings, then replace_listeners-ed, saved
+    and loaded, states them in config.cfg and computes the same; a model built from that
+    config alone has them (layer_norm used to be dropped from the config while the stored
+    layer kept it, so the config described another model)."""
+    from spacy_elmo.pipeline.architectures import MIX_SETTINGS
+
+    settings = {"l2_penalty": 0.01, "dropout": 0.2, "layer_norm": True}
+    assert set(settings) == set(MIX_SETTINGS)
+    overrides = {f"components.ner.model.tok2vec.elmo.{key}": value for key, value in settings.items()}
+    nlp = _nlp_from_config("ner_elmo.cfg", model_dir, **overrides)
+    examples = _examples(nlp, synthetic_corpus)
+    _train(nlp, examples, steps=2)
+    docs = [eg.reference.text for eg in examples[:5]]
+
+    def tok2vec_outputs(pipeline):
+        return pipeline.get_pipe("ner").model.get_ref("tok2vec").predict([pipeline.make_doc(text) for text in docs])
+
+    nlp.replace_listeners("elmo", "ner", ["model.tok2vec.elmo"])
+    nlp.remove_pipe("elmo")
+    expected = tok2vec_outputs(nlp)
+    nlp.to_disk(tmp_path / "standalone")
+    saved = spacy.util.load_config(tmp_path / "standalone" / "config.cfg")
+    mix = saved["components"]["ner"]["model"]["tok2vec"]["elmo"]
+    assert mix["@architectures"] == "spacy-elmo.ElmoMix.v1"
+    assert {key: mix[key] for key in settings} == settings
+    from_config = spacy.util.load_model_from_config(saved, auto_fill=True)
+    node = next(n for n in from_config.get_pipe("ner").model.walk() if n.name == "elmo-scalar-mix")
+    assert {"l2_penalty": node.attrs["l2_penalty"], "layer_norm": node.attrs["layer_norm"]} == {
+        "l2_penalty": 0.01,
+        "layer_norm": True,
+    }
+    loaded = spacy.load(tmp_path / "standalone")
+    for got, want in zip(tok2vec_outputs(loaded), expected):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

@@ -87,23 +87,30 @@ def default_model_config() -> Dict[str, Any]:
 
 @registry.architectures("spacy-elmo.ElmoMix.v1")
 def ElmoMix_v1(
-    elmo: Model[List[Doc], List[Floats3d]], l2_penalty: float = 0.0, dropout: float = 0.0
+    elmo: Model[List[Doc], List[Floats3d]], l2_penalty: float = 0.0, dropout: float = 0.0, layer_norm: bool = False
 ) -> Model[List[Doc], List[Floats2d]]:
     """A biLM owned by the downstream component, mixed by its scalar mix: what an
-    ``ElmoListener.v1`` becomes after ``nlp.replace_listeners``."""
-    return chain(elmo, ScalarMix(l2_penalty=l2_penalty, dropout=dropout))
+    ``ElmoListener.v1`` becomes after ``nlp.replace_listeners``, with the listener's mix
+    settings (see :func:`ElmoListener_v1`). ``layer_norm`` defaults to false, as configs
+    written before it existed meant."""
+    return chain(elmo, ScalarMix(l2_penalty=l2_penalty, dropout=dropout, layer_norm=layer_norm))
 
 
 def replace_listener_cfg(elmo_cfg: Dict[str, Any], listener_cfg: Dict[str, Any]) -> Dict[str, Any]:
     """Config of a replaced listener: the upstream biLM inline, the task's mix settings kept."""
     if "ElmoListener" not in listener_cfg.get("@architectures", ""):
         listener_cfg = listener_cfg.get("elmo", {})
+    defaults = inspect.signature(ElmoListener_v1).parameters
     return {
         "@architectures": "spacy-elmo.ElmoMix.v1",
         "elmo": elmo_cfg,
-        "l2_penalty": listener_cfg.get("l2_penalty", 0.0),
-        "dropout": listener_cfg.get("dropout", 0.0),
+        **{name: listener_cfg.get(name, defaults[name].default) for name in MIX_SETTINGS},
     }
+
+
+MIX_SETTINGS = ("l2_penalty", "dropout", "layer_norm")
+"""The listener's settings that its replacement, ``ElmoMix.v1``, carries over (``upstream``
+and ``grad_factor`` concern the shared biLM, which the replacement owns)."""
 
 
 @registry.architectures("spacy-elmo.ElmoListener.v1")
