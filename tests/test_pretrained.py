@@ -248,3 +248,28 @@ def test_canonical_urls(monkeypatch):
         f"{pretrained.DEFAULT_MIRROR}/{stem}/{stem}_weights.hdf5",
     )
     assert pretrained.DEFAULT_MIRROR == "https://s3-us-west-2.amazonaws.com/allennlp/models/elmo"
+
+
+def test_the_download_command_fetches_into_the_cache_and_prints_the_folder(mirror, cache, tiny_model, capsys):
+    from spacy_elmo.__main__ import main as cli_main
+
+    root, _requests = mirror
+    _publish(root, SMALL, tiny_model[0].read_bytes(), tiny_model[1].read_bytes())
+    assert cli_main(["download", "small"]) == 0
+    printed = capsys.readouterr().out.strip()
+    assert printed == str(cache / SMALL)
+    assert _files(cache) == [SMALL, f"{SMALL}/options.json", f"{SMALL}/weights.hdf5"]
+
+
+def test_the_download_command_reports_an_unreachable_server_in_one_line(monkeypatch, cache, capsys):
+    from spacy_elmo.__main__ import main as cli_main
+
+    monkeypatch.setenv("SPACY_ELMO_CACHE", str(cache))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("SPACY_ELMO_MIRROR", f"http://127.0.0.1:{port}")
+    assert cli_main(["download", "small"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and f"127.0.0.1:{port}" in err[0]
+    assert _files(cache) == []
