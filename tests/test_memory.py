@@ -8,7 +8,7 @@ import pytest
 import spacy
 from spacy.training import Example
 
-from spacy_elmo.pipeline import architectures, callbacks
+from spacy_elmo.pipeline import callbacks
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -42,12 +42,10 @@ def test_freed_blocks_are_reused_without_page_faults():
 
 
 def test_only_the_config_callback_switches_it(model_dir, monkeypatch):
-    """Building a pipeline leaves the allocator alone (even with the deprecated architecture
-    setting); the spacy-elmo.keep_freed_memory.v1 callback in [initialize.before_init] sets it."""
+    """Building a pipeline leaves the allocator alone; the spacy-elmo.keep_freed_memory.v1
+    callback in [initialize.before_init] sets it."""
     calls = []
     monkeypatch.setattr(callbacks, "keep_freed_memory", lambda: calls.append(1) or True)
-    with pytest.warns(FutureWarning, match="keep_freed_memory no longer has an effect"):
-        architectures.ElmoBiLM_v1(str(model_dir), keep_freed_memory=True)
     config = spacy.util.load_config(REPO / "configs" / "ner_elmo.cfg")
     config = config.merge({"components": {"elmo": {"model": {"weights": str(model_dir)}}}})
     nlp = spacy.util.load_model_from_config(config, auto_fill=True, validate=True)

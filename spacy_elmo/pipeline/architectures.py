@@ -2,7 +2,6 @@
 that downstream components read it through, and what a listener becomes when replaced."""
 
 import inspect
-import warnings
 from typing import Any, Dict, List, Optional
 
 from spacy.tokens import Doc
@@ -18,8 +17,6 @@ from .doc_pieces import DEFAULT_MAX_PIECE_LENGTH, with_doc_pieces
 from .listener import ElmoListener
 
 ELMO_BILM = "spacy-elmo.ElmoBiLM.v1"
-DEPRECATED_SETTINGS = ("keep_freed_memory",)
-"""Accepted so that configs saved by earlier versions still load, left out of the default config."""
 
 
 @registry.architectures(ELMO_BILM)
@@ -33,7 +30,6 @@ def ElmoBiLM_v1(
     mixed_precision: bool = False,
     grad_scaler_config: Optional[Dict[str, Any]] = None,
     precision: str = LAYER_DEFAULTS.precision,
-    keep_freed_memory: Optional[bool] = None,
 ) -> Model[List[Doc], List[Floats3d]]:
     """Every layer of an ELMo biLM for every token of each doc, ``(L+1, len(doc), 2P)``.
 
@@ -42,19 +38,7 @@ def ElmoBiLM_v1(
     max_piece_length: docs with more tokens are read in sentences or windows of this size.
     mixed_precision, grad_scaler_config: CUDA autocast while fine-tuning, as in spaCy's own
         PyTorch wrappers.
-    keep_freed_memory: deprecated and without effect; keeping freed memory is chosen with
-        the ``spacy-elmo.keep_freed_memory.v1`` callback (see docs/speed.md).
     """
-    if keep_freed_memory:
-        warnings.warn(
-            f"{ELMO_BILM}: keep_freed_memory no longer has an effect here (it changed the whole "
-            f"process's allocator whenever a pipeline was built, servers included). To keep freed "
-            f"memory while training, set [initialize.before_init] @callbacks = "
-            f'"spacy-elmo.keep_freed_memory.v1"; remove keep_freed_memory from [components.<name>.model] '
-            f"to silence this warning.",
-            FutureWarning,
-            stacklevel=2,
-        )
     try:
         settings = ElmoLayerSettings(
             weights=weights,
@@ -81,7 +65,7 @@ def default_model_config() -> Dict[str, Any]:
     parameters = inspect.signature(ElmoBiLM_v1).parameters
     return {
         "@architectures": ELMO_BILM,
-        **{name: p.default for name, p in parameters.items() if name not in DEPRECATED_SETTINGS},
+        **{name: p.default for name, p in parameters.items()},
     }
 
 
