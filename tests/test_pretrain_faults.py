@@ -1,5 +1,5 @@
 """Pretraining under faults: crashes at any file-system step, SIGKILL, Ctrl-C, corrupted or
-older-layout checkpoints, a non-empty or wrong OUTPUT_DIR, undecodable text, changed settings."""
+incomplete checkpoints, a non-empty or wrong OUTPUT_DIR, undecodable text, changed settings."""
 
 import json
 import os
@@ -224,44 +224,39 @@ def test_any_two_crashes_while_checkpointing_keep_a_resumable_checkpoint(corpus,
     assert crashed_points == 36
 
 
-def test_orphans_are_removed_and_complete_temporaries_of_todays_layout_are_used(corpus, tmp_path, reference):
-    """Today's two-rename swap could leave its only complete checkpoints under .checkpoint.tmp-* names."""
+def test_orphans_are_removed_and_complete_temporaries_are_used(corpus, tmp_path, reference):
+    """A save or a deletion that a crash interrupted can leave the only complete checkpoints
+    under .checkpoint-<step>.tmp-* names: resuming uses the newest and gives it its name back."""
     out = tmp_path / "out"
     _run(corpus, out)  # checkpoint-4 and checkpoint-8
-    _make_legacy(out / "checkpoint-4", out / ".checkpoint.tmp-0123456789ab")
-    _make_legacy(out / "checkpoint-8", out / ".checkpoint.tmp-ba9876543210")
-    (out / ".checkpoint.tmp-00aa00aa00aa").mkdir()  # a swap killed while writing state.pt
-    (out / ".checkpoint.tmp-00aa00aa00aa" / "state.pt").write_bytes(b"partial")
+    os.rename(out / "checkpoint-4", out / ".checkpoint-4.tmp-0123456789ab")
+    os.rename(out / "checkpoint-8", out / ".checkpoint-8.tmp-ba9876543210")
+    (out / ".checkpoint-9.tmp-00aa00aa00aa").mkdir()  # a save killed while writing state.pt
+    (out / ".checkpoint-9.tmp-00aa00aa00aa" / "state.pt").write_bytes(b"partial")
     (out / ".model-best.tmp-feedfeedfeed").mkdir()
     (out / ".model-best.tmp-feedfeedfeed" / "options.json").write_text("{}")
     (out / ".vocab.txt.tmp-0123456789ab").write_text("partial")
-    (out / ".log.jsonl.0123456789ab.tmp").write_text("partial")  # today's log writer's temporary name
     _run(corpus, out, resume=True, training__max_steps=9)
     assert _resumed_from(out) == [8]
     assert not [p.name for p in out.iterdir() if ".tmp-" in p.name]
-    assert _checkpoint_names(out) == ["checkpoint-8", "checkpoint-9"]  # the one resumed from got its name back
+    assert _checkpoint_names(out) == ["checkpoint-8", "checkpoint-9"]
 
 
-def _make_legacy(checkpoint: Path, target: Path) -> None:
-    """Turn a checkpoint folder into today's layout: the same state.pt, a meta.json without checksums or settings."""
-    meta = json.loads((checkpoint / "meta.json").read_text())
-    legacy = {key: meta[key] for key in ("step", "tokens", "epoch", "batches_consumed_in_epoch", "world_size", "best_dev_ppl")}
-    (checkpoint / "meta.json").write_text(json.dumps(legacy, indent=2) + "\n")
-    os.rename(checkpoint, target)
-
-
-@pytest.mark.parametrize("name", ["checkpoint", "checkpoint.old"])
-def test_a_checkpoint_in_todays_layout_resumes_exactly(corpus, tmp_path, reference, capsys, name):
+def test_a_checkpoint_without_checksums_or_run_settings_is_refused(corpus, tmp_path):
+    """Every checkpoint records the sha256 of its state.pt and its run settings; one without
+    them is not resumed from unchecked."""
     out = tmp_path / "out"
     _run(corpus, out, training__max_steps=4)
-    _make_legacy(out / "checkpoint-4", out / name)
-    _run(corpus, out, resume=True, training__max_steps=8)
-    assert _resumed_from(out) == [4]
-    assert _same_weights(out / "model-last", reference / "model-last")
-    assert "does not record its data settings" in capsys.readouterr().err
-    assert set(_checkpoint_names(out)) == {name, "checkpoint-8"}
-    _run(corpus, out, resume=True, training__max_steps=9)
-    assert _checkpoint_names(out) == ["checkpoint-8", "checkpoint-9"]
+    meta_path = out / "checkpoint-4" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({key: value for key, value in meta.items() if key != "files"}))
+    with pytest.raises(CheckpointError) as err:
+        _run(corpus, out, resume=True, training__max_steps=8)
+    assert str(meta_path) in str(err.value) and "sha256" in str(err.value) and "--overwrite" in str(err.value)
+    meta_path.write_text(json.dumps({key: value for key, value in meta.items() if key != "run"}))
+    with pytest.raises(CheckpointError) as err:
+        _run(corpus, out, resume=True, training__max_steps=8)
+    assert str(meta_path) in str(err.value) and '"run"' in str(err.value) and "--overwrite" in str(err.value)
 
 
 # ---------------------------------------------------------------- integrity

@@ -9,10 +9,10 @@ checkpoints are deleted only after a newer one is in place, and the newest two a
 instant a complete checkpoint is therefore on disk, whatever moment a crash picks.
 
 Resuming takes the newest checkpoint whose ``state.pt`` matches its recorded checksum and falls
-back to older ones otherwise. Folders of older versions (``checkpoint/``, ``checkpoint.old/``
-and complete ``.checkpoint.tmp-*`` left by an interrupted swap) are read too. ``state.pt``
-holds only tensors and plain containers and is read with ``torch.load(weights_only=True)``:
-loading never runs arbitrary pickled code.
+back to older ones otherwise; a complete ``.checkpoint-<step>.tmp-*`` folder (one set aside by
+a save or a deletion that a crash interrupted) is read too. ``state.pt`` holds only tensors and
+plain containers and is read with ``torch.load(weights_only=True)``: loading never runs
+arbitrary pickled code.
 """
 
 import errno
@@ -37,9 +37,8 @@ META_FILE = "meta.json"
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format", "step", "tokens", "epoch", "position", "model", "optimizer", "rng", "world_size")
 PREFIX = "checkpoint-"
-LEGACY_NAMES = ("checkpoint", "checkpoint.old")
 NUMBERED = re.compile(r"checkpoint-(\d+)")
-TEMPORARY = re.compile(r"\.checkpoint(?:-(\d+))?" + re.escape(TMP_MARK))
+TEMPORARY = re.compile(r"\.checkpoint-(\d+)" + re.escape(TMP_MARK))
 
 
 @dataclass
@@ -73,7 +72,7 @@ def is_checkpoint_folder(path: Path) -> bool:
         return False
     if TEMPORARY.match(path.name):
         return True
-    if NUMBERED.fullmatch(path.name) or path.name in LEGACY_NAMES:
+    if NUMBERED.fullmatch(path.name):
         # A user's own folder of that name holds other files: it is not ours to delete.
         return all(child.name in (STATE_FILE, META_FILE) or TMP_MARK in child.name for child in path.iterdir())
     return False
@@ -87,23 +86,20 @@ def may_hold_checkpoint(path: Path) -> bool:
 def list_checkpoints(output_dir: PathLike) -> List[Checkpoint]:
     """Every folder with a meta.json that may be a checkpoint, newest first.
 
-    Within one step, a ``checkpoint-<step>`` folder comes before a legacy or temporary one.
+    Within one step, a ``checkpoint-<step>`` folder comes before a temporary one.
     """
     output_dir = Path(output_dir)
     if not output_dir.is_dir():
         return []
     found: List[Tuple[int, int, Checkpoint]] = []
     for path in output_dir.iterdir():
-        numbered = NUMBERED.fullmatch(path.name)
-        temporary = TEMPORARY.match(path.name)
-        if not (numbered or temporary or path.name in LEGACY_NAMES) or not (path / META_FILE).is_file():
+        named = NUMBERED.fullmatch(path.name) or TEMPORARY.match(path.name)
+        if named is None or not (path / META_FILE).is_file():
             continue
         checkpoint = _read_meta(path)
-        name_step = numbered.group(1) if numbered else temporary.group(1) if temporary else None
-        if checkpoint.meta_error is not None and name_step is not None:
-            checkpoint.step = int(name_step)
-        priority = 0 if numbered else 1 if path.name in LEGACY_NAMES else 2
-        found.append((checkpoint.step, -priority, checkpoint))
+        if checkpoint.meta_error is not None:
+            checkpoint.step = int(named.group(1))
+        found.append((checkpoint.step, 0 if named.re is NUMBERED else -1, checkpoint))
     found.sort(key=lambda item: (item[0], item[1], item[2].path.name), reverse=True)
     return [checkpoint for _, _, checkpoint in found]
 
@@ -269,7 +265,13 @@ def _load_verified(checkpoint: Checkpoint, map_location: Union[str, torch.device
     if checkpoint.meta_error is not None:
         raise CheckpointError(checkpoint.meta_error)
     path = checkpoint.path / STATE_FILE
-    for name, expected in (checkpoint.meta.get("files") or {}).items():
+    files = checkpoint.meta.get("files")
+    if not isinstance(files, dict) or not isinstance(files.get(STATE_FILE), dict):
+        raise CheckpointError(
+            f"{checkpoint.path / META_FILE} records no size and sha256 of {STATE_FILE} (\"files\"), so {path} "
+            f"cannot be verified (it was not written by this version of spacy-elmo)"
+        )
+    for name, expected in files.items():
         _verify_file(checkpoint.path / name, expected)
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)

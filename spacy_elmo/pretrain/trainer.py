@@ -11,7 +11,6 @@ import json
 import math
 import os
 import random
-import re
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -77,8 +76,6 @@ OWN_FILES = ("config.cfg", "vocab.txt", "log.jsonl", "metrics.json")
 MODEL_DIRS = ("model-best", "model-last")
 MODEL_FILES = ("options.json", "weights.hdf5")
 KEPT_CHECKPOINTS = 2
-# Temporary files of earlier versions' vocabulary and log writers, left by a killed run.
-EARLIER_TEMPORARY = re.compile(r"\.(vocab\.txt|log\.jsonl)\.[0-9a-f]{12}\.tmp")
 # Settings that fix the data stream and the model a checkpoint belongs to: a resumed run must keep them.
 RUN_SETTINGS = (
     "data.format",
@@ -278,9 +275,6 @@ class Trainer:
             try:
                 out.mkdir(parents=True, exist_ok=True)
                 remove_orphans(out, keep=may_hold_checkpoint)
-                for path in out.iterdir():
-                    if EARLIER_TEMPORARY.fullmatch(path.name) and path.is_file():
-                        path.unlink()
                 if self.overwrite:
                     self._remove_previous_outputs()
                 write_text_atomic(out / "config.cfg", self.config.to_config().to_str())
@@ -382,12 +376,13 @@ class Trainer:
         settings["train_files"] = [[path.name, path.stat().st_size] for path in self.train_files]
         return settings
 
-    def _check_run_settings(self, where: Path, recorded: Optional[Dict[str, Any]]) -> None:
-        if recorded is None:
-            self.say(
-                f"note: {where} was written by an earlier version that does not record its data settings; not checking that [paths] train and [data] match"
+    def _check_run_settings(self, where: Path, recorded: Any) -> None:
+        if not isinstance(recorded, dict):
+            raise CheckpointError(
+                f"Cannot resume from {where}: its {where / 'meta.json'} has no \"run\" settings to check the data "
+                f"stream and the model against (it was not written by this version of spacy-elmo). Start a new run "
+                f"in a new OUTPUT_DIR, or here with --overwrite."
             )
-            return
         current = self.run_settings()
         differences = []
         for key, before in recorded.items():
@@ -416,7 +411,7 @@ class Trainer:
         for path, reason in found.skipped:
             self.say(f"warning: skipping checkpoint {path.name}: {reason}; resuming from the previous one, {found.path.name}")
         checkpoint, where = found.state, found.path
-        self._check_run_settings(where, found.meta.get("run") if "files" in found.meta else None)
+        self._check_run_settings(where, found.meta.get("run"))
         fix = "Resume with the config of the original run, or start without --resume in a new OUTPUT_DIR."
         stored = optimizer_kind(checkpoint["optimizer"])
         if stored not in (None, self.training.optimizer):
