@@ -321,7 +321,9 @@ def _rewrite_stored_bilm(model_file: Path, change) -> None:
     model_file.write_bytes(srsly.msgpack_dumps(outer))
 
 
-@pytest.mark.parametrize("damage", ["truncated", "empty", "garbage", "missing", "directory", "no weights", "no options"])
+@pytest.mark.parametrize(
+    "damage", ["truncated", "empty", "garbage", "missing", "directory", "no weights", "no options", "no checksum"]
+)
 def test_damaged_saved_pipelines_are_clear_errors(tiny_dir, tmp_path, damage):
     pipeline = _saved(tiny_dir, tmp_path)
     model_file = pipeline / "elmo" / "model"
@@ -339,8 +341,10 @@ def test_damaged_saved_pipelines_are_clear_errors(tiny_dir, tmp_path, damage):
         model_file.mkdir()
     elif damage == "no weights":
         _rewrite_stored_bilm(model_file, lambda stored: stored.pop("weights"))
-    else:
+    elif damage == "no options":
         _rewrite_stored_bilm(model_file, lambda stored: stored.pop("options"))
+    else:
+        _rewrite_stored_bilm(model_file, lambda stored: stored.pop("sha256"))
     with pytest.raises(ElmoWeightsError) as info:
         spacy.load(pipeline)
     message = str(info.value)

@@ -201,7 +201,7 @@ def _checksum(options: bytes, weights: bytes) -> str:
 
 def verified_bilm_data(data: Any, source: str = SERIALIZED_SOURCE) -> Dict[str, bytes]:
     """The ``{"options", "weights"}`` of a serialized biLM, after checking it is complete and
-    matches the sha256 stored with it (data written before checksums were stored has none)."""
+    matches the sha256 stored with it."""
     try:
         decoded = srsly.msgpack_loads(data)
     except Exception as err:  # msgpack raises many unrelated types for damaged input
@@ -219,7 +219,12 @@ def verified_bilm_data(data: Any, source: str = SERIALIZED_SOURCE) -> Dict[str, 
     if not isinstance(options, bytes) or not isinstance(weights, bytes):
         raise ElmoWeightsError(f"{source}: the stored biLM's options or weights are not bytes: the data is corrupted. {_RESAVE}")
     stored = decoded.get("sha256")
-    if stored is not None and stored != _checksum(options, weights):
+    if not isinstance(stored, str):
+        raise ElmoWeightsError(
+            f"{source}: the stored biLM has no sha256 checksum, so its weights cannot be verified: the data "
+            f"was not written by spacy-elmo or was edited. {_RESAVE}"
+        )
+    if stored != _checksum(options, weights):
         raise ElmoWeightsError(
             f"{source}: the stored biLM does not match its sha256 checksum: the file is corrupted "
             f"(changed on disk or in transfer). {_RESAVE}"
