@@ -1,6 +1,7 @@
 """Pretraining under faults: crashes at any file-system step, SIGKILL, Ctrl-C, corrupted or
 incomplete checkpoints, a non-empty or wrong OUTPUT_DIR, undecodable text, changed settings."""
 
+import hashlib
 import json
 import os
 import random
@@ -270,6 +271,58 @@ def _flip_bytes(path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
+def _rewrite_state(checkpoint: Path, change) -> None:
+    """Change a checkpoint's state.pt and record its new size and sha256, as a writer with a bug
+    would: the checksum passes, so what is tested is the check of the parts themselves."""
+    state_path = checkpoint / "state.pt"
+    state = torch.load(state_path, weights_only=True)
+    change(state)
+    torch.save(state, state_path)
+    meta_path = checkpoint / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    digest = hashlib.sha256(state_path.read_bytes()).hexdigest()
+    meta["files"]["state.pt"] = {"bytes": state_path.stat().st_size, "sha256": digest}
+    meta_path.write_text(json.dumps(meta))
+
+
+STATE_DAMAGE = {
+    "no trainer": (lambda state: state.pop("trainer"), "missing trainer"),
+    "trainer not a dict": (lambda state: state.update(trainer=[4, 1024]), "trainer is list"),
+    "no tokens counter": (lambda state: state["trainer"].pop("tokens"), '"trainer" has no tokens'),
+    "tokens a string": (lambda state: state["trainer"].update(tokens="1024"), "tokens is '1024', not an integer"),
+    "unknown counter": (lambda state: state["trainer"].update(steps=4), "unknown counter 'steps'"),
+    "no vocab_size": (lambda state: state.pop("vocab_size"), "missing vocab_size"),
+    "world_size a float": (lambda state: state.update(world_size=1.0), "world_size is float, not int"),
+}
+
+
+@pytest.mark.parametrize("damage", list(STATE_DAMAGE))
+def test_a_checkpoint_with_a_missing_or_mistyped_part_is_a_clear_error(corpus, tmp_path, damage):
+    """Each part of state.pt that resuming reads is checked first: a missing or mistyped one is
+    a CheckpointError naming the checkpoint, the part and the fix, not a KeyError or a run
+    continued with wrong counters."""
+    out = tmp_path / "out"
+    _run(corpus, out, training__max_steps=4)
+    change, expected = STATE_DAMAGE[damage]
+    _rewrite_state(out / "checkpoint-4", change)
+    with pytest.raises(CheckpointError) as err:
+        _run(corpus, out, resume=True, training__max_steps=8)
+    message = str(err.value)
+    assert str(out / "checkpoint-4" / "state.pt") in message and expected in message
+    assert "--overwrite" in message and "new OUTPUT_DIR" in message
+
+
+def test_a_replaced_vocabulary_is_a_clear_error(corpus, tmp_path):
+    out = tmp_path / "out"
+    _run(corpus, out, training__max_steps=4)
+    vocab = out / "vocab.txt"
+    vocab.write_text("".join(vocab.read_text().splitlines(keepends=True)[:-1]))
+    with pytest.raises(CheckpointError) as err:
+        _run(corpus, out, resume=True, training__max_steps=8)
+    message = str(err.value)
+    assert str(vocab) in message and str(out / "checkpoint-4") in message and "vocabulary of" in message
+
+
 def test_a_corrupted_checkpoint_falls_back_to_the_previous_one(corpus, tmp_path, reference, capsys):
     out = tmp_path / "out"
     _run(corpus, out)
@@ -401,7 +454,7 @@ def test_ctrl_c_or_sigterm_in_a_real_process_saves_a_checkpoint_and_exits_130(co
     assert last.startswith(f"interrupted: stopped by {name} after step") and "--resume" in last
     step = int(re.search(r"after step ([\d,]+)", last).group(1).replace(",", ""))
     assert max(_logged_steps(out)) == step and _checkpoint_names(out) == [f"checkpoint-{step}"]
-    assert load_latest_checkpoint(out).state["step"] == step
+    assert load_latest_checkpoint(out).counters.step == step
 
 
 def _logged_steps(out: Path):
@@ -543,8 +596,8 @@ def test_sigkill_at_random_moments_always_resumes_from_the_last_good_checkpoint(
             assert code in (None, 0), stderr
             kills += code is None
             latest = load_latest_checkpoint(out)
-            assert latest.skipped == [] and latest.state["step"] >= last_good
-            last_good = latest.state["step"]
+            assert latest.skipped == [] and latest.counters.step >= last_good
+            last_good = latest.counters.step
             if kills >= 10:
                 break
         assert kills >= 10, f"only {kills} of {attempt + 1} runs were killed"

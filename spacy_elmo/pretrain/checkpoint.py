@@ -1,7 +1,8 @@
 """Training checkpoints that survive crashes and corruption.
 
 A checkpoint is a folder ``OUTPUT_DIR/checkpoint-<step>/`` with ``state.pt`` (model + softmax +
-optimiser state, random-generator states of every process, data position and counters) and
+optimiser state, random-generator states of every process, the vocabulary size and the
+:class:`TrainState` counters, each stored once and checked on loading) and
 ``meta.json`` (human-readable counters, the settings that fix the data stream, and the size and
 sha256 of ``state.pt``). The folder is filled under a temporary name, ``meta.json`` last, and
 renamed into place, so a folder named ``checkpoint-<step>`` is always complete; the previous
@@ -22,9 +23,9 @@ import os
 import random
 import re
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union, get_args, get_type_hints
 
 import numpy as np
 import torch
@@ -35,10 +36,34 @@ from .errors import CheckpointError
 STATE_FILE = "state.pt"
 META_FILE = "meta.json"
 FORMAT_VERSION = 1
-REQUIRED_KEYS = ("format", "step", "tokens", "epoch", "position", "model", "optimizer", "rng", "world_size")
+STATE_TYPES: Dict[str, type] = {
+    "format": int,
+    "trainer": dict,
+    "model": dict,
+    "optimizer": dict,
+    "rng": list,
+    "world_size": int,
+    "vocab_size": int,
+}
+"""Every part of ``state.pt`` and its type: what resuming reads, checked before it reads it."""
 PREFIX = "checkpoint-"
 NUMBERED = re.compile(r"checkpoint-(\d+)")
 TEMPORARY = re.compile(r"\.checkpoint-(\d+)" + re.escape(TMP_MARK))
+
+
+@dataclass
+class TrainState:
+    """Counters that a checkpoint carries over (``position``: batches of ``epoch`` consumed, all ranks)."""
+
+    step: int = 0
+    tokens: int = 0
+    epoch: int = 0
+    position: int = 0
+    train_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    best_ppl: Optional[float] = None
+    best_step: Optional[int] = None
+    last_checkpoint_step: Optional[int] = None
 
 
 @dataclass
@@ -59,6 +84,7 @@ class LoadedCheckpoint:
     state: Dict[str, Any]
     meta: Dict[str, Any]
     skipped: List[Tuple[Path, str]]
+    counters: TrainState
 
 
 def checkpoint_path(output_dir: PathLike, step: int) -> Path:
@@ -104,18 +130,23 @@ def list_checkpoints(output_dir: PathLike) -> List[Checkpoint]:
     return [checkpoint for _, _, checkpoint in found]
 
 
-def save_checkpoint(output_dir: PathLike, state: Dict[str, Any], meta: Dict[str, Any]) -> Path:
-    """Write ``checkpoint-<step>`` (``state`` holds tensors and plain containers only); return its path.
+def save_checkpoint(output_dir: PathLike, counters: TrainState, state: Dict[str, Any], meta: Dict[str, Any]) -> Path:
+    """Write ``checkpoint-<counters.step>`` (``state`` holds tensors and plain containers only,
+    the parts of :data:`STATE_TYPES` but ``format`` and ``trainer``); return its path.
 
     ``meta.json`` is written last and records the size and sha256 of ``state.pt``. A folder of
     the same step that already exists (one that failed verification) is replaced.
     """
-    target = checkpoint_path(output_dir, int(state["step"]))
+    target = checkpoint_path(output_dir, counters.step)
+    state = {"format": FORMAT_VERSION, "trainer": asdict(counters), **state}
+    missing = sorted(set(STATE_TYPES) - set(state))
+    if missing:
+        raise ValueError(f"save_checkpoint: state has no {', '.join(missing)}")
     displaced: Optional[Path] = None
     with atomic_directory(target) as tmp:
         with open(tmp / STATE_FILE, "xb") as handle:
             try:
-                torch.save({"format": FORMAT_VERSION, **state}, handle)
+                torch.save(state, handle)
             except RuntimeError as err:  # torch's writer reports a failed write (a full disk) as "enforce fail"
                 raise OSError(errno.EIO, f"writing {STATE_FILE} failed ({_first_sentence(err)}); is the disk full?") from None
         fsync_path(tmp / STATE_FILE)
@@ -177,16 +208,46 @@ def load_latest_checkpoint(output_dir: PathLike, map_location: Union[str, torch.
     skipped: List[Tuple[Path, str]] = []
     for candidate in candidates:
         try:
-            state = _load_verified(candidate, map_location)
+            state, counters = _load_verified(candidate, map_location)
         except CheckpointError as err:
             skipped.append((candidate.path, str(err)))
             continue
-        return LoadedCheckpoint(candidate.path, state, candidate.meta, skipped)
+        return LoadedCheckpoint(candidate.path, state, candidate.meta, skipped, counters)
     problems = "; ".join(reason for _, reason in skipped)
     raise CheckpointError(
         f"No intact checkpoint to resume from in {output_dir}: {problems}. Start over with --overwrite "
         f"instead of --resume (it replaces this run's outputs), or in a new OUTPUT_DIR."
     )
+
+
+def _read_counters(data: Dict[str, Any], where: Path) -> TrainState:
+    """The :class:`TrainState` stored under ``"trainer"`` in ``where``, after checking that it
+    has every counter, each of its type, and nothing else."""
+    hints = get_type_hints(TrainState)
+    problems = []
+    for counter in fields(TrainState):
+        if counter.name not in data:
+            problems.append(f'"trainer" has no {counter.name}')
+        elif not _has_type(data[counter.name], hints[counter.name]):
+            problems.append(f'"trainer" {counter.name} is {data[counter.name]!r}, not {_type_name(hints[counter.name])}')
+    problems += [f'"trainer" has an unknown counter {name!r}' for name in sorted(set(data) - set(hints))]
+    if problems:
+        raise CheckpointError(f"{where} is incomplete or damaged ({'; '.join(problems)})")
+    return TrainState(**data)
+
+
+def _has_type(value: Any, hint: Any) -> bool:
+    if get_args(hint):  # Optional[X]
+        return value is None or _has_type(value, get_args(hint)[0])
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, (int, float)) if hint is float else isinstance(value, hint)
+
+
+def _type_name(hint: Any) -> str:
+    if get_args(hint):
+        return f"{_type_name(get_args(hint)[0])} or null"
+    return "an integer" if hint is int else "a number"
 
 
 def no_checkpoint_message(output_dir: Path) -> str:
@@ -261,14 +322,14 @@ def _read_meta(path: Path) -> Checkpoint:
     return Checkpoint(path, step, meta)
 
 
-def _load_verified(checkpoint: Checkpoint, map_location: Union[str, torch.device]) -> Dict[str, Any]:
+def _load_verified(checkpoint: Checkpoint, map_location: Union[str, torch.device]) -> Tuple[Dict[str, Any], TrainState]:
     if checkpoint.meta_error is not None:
         raise CheckpointError(checkpoint.meta_error)
     path = checkpoint.path / STATE_FILE
     files = checkpoint.meta.get("files")
     if not isinstance(files, dict) or not isinstance(files.get(STATE_FILE), dict):
         raise CheckpointError(
-            f"{checkpoint.path / META_FILE} records no size and sha256 of {STATE_FILE} (\"files\"), so {path} "
+            f'{checkpoint.path / META_FILE} records no size and sha256 of {STATE_FILE} ("files"), so {path} '
             f"cannot be verified (it was not written by this version of spacy-elmo)"
         )
     for name, expected in files.items():
@@ -277,16 +338,26 @@ def _load_verified(checkpoint: Checkpoint, map_location: Union[str, torch.device
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch reports truncated/garbled files with many exception types
         raise CheckpointError(f"{path} is unreadable or corrupted ({type(err).__name__}: {_first_sentence(err)})") from None
-    missing = [key for key in REQUIRED_KEYS if not isinstance(state, dict) or key not in state]
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} holds {type(state).__name__}, not a checkpoint's parts")
+    missing = [key for key in STATE_TYPES if key not in state]
     if missing:
         raise CheckpointError(f"{path} is incomplete (missing {', '.join(missing)})")
+    mistyped = [
+        f"{key} is {type(state[key]).__name__}, not {kind.__name__}"
+        for key, kind in STATE_TYPES.items()
+        if not isinstance(state[key], kind) or isinstance(state[key], bool)
+    ]
+    if mistyped:
+        raise CheckpointError(f"{path} is damaged ({'; '.join(mistyped)})")
     if state["format"] != FORMAT_VERSION:
         raise CheckpointError(
             f"{path} has format {state['format']}, this version reads {FORMAT_VERSION} (written by another version of spacy-elmo)"
         )
-    if state["step"] != checkpoint.step:
-        raise CheckpointError(f"{path} holds step {state['step']} but {checkpoint.path / META_FILE} says {checkpoint.step}")
-    return state
+    counters = _read_counters(state["trainer"], path)
+    if counters.step != checkpoint.step:
+        raise CheckpointError(f"{path} holds step {counters.step} but {checkpoint.path / META_FILE} says {checkpoint.step}")
+    return state, counters
 
 
 def _verify_file(path: Path, expected: Dict[str, Any]) -> None:

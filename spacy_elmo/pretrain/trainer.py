@@ -13,7 +13,7 @@ import os
 import random
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
@@ -23,6 +23,7 @@ import torch
 from ..bilm.options import ElmoOptions
 from ..files import remove_orphans, write_bytes_atomic, write_text_atomic
 from .checkpoint import (
+    TrainState,
     checkpoint_path,
     list_checkpoints,
     load_latest_checkpoint,
@@ -97,21 +98,6 @@ RUN_SETTINGS = (
     "training.adaptive_div_value",
     "training.init_from",
 )
-
-
-@dataclass
-class TrainState:
-    """Counters that a checkpoint carries over (``position``: batches of ``epoch`` consumed, all ranks)."""
-
-    step: int = 0
-    tokens: int = 0
-    epoch: int = 0
-    position: int = 0
-    train_seconds: float = 0.0
-    wall_seconds: float = 0.0
-    best_ppl: Optional[float] = None
-    best_step: Optional[int] = None
-    last_checkpoint_step: Optional[int] = None
 
 
 @dataclass
@@ -379,7 +365,7 @@ class Trainer:
     def _check_run_settings(self, where: Path, recorded: Any) -> None:
         if not isinstance(recorded, dict):
             raise CheckpointError(
-                f"Cannot resume from {where}: its {where / 'meta.json'} has no \"run\" settings to check the data "
+                f'Cannot resume from {where}: its {where / "meta.json"} has no "run" settings to check the data '
                 f"stream and the model against (it was not written by this version of spacy-elmo). Start a new run "
                 f"in a new OUTPUT_DIR, or here with --overwrite."
             )
@@ -413,6 +399,12 @@ class Trainer:
         checkpoint, where = found.state, found.path
         self._check_run_settings(where, found.meta.get("run"))
         fix = "Resume with the config of the original run, or start without --resume in a new OUTPUT_DIR."
+        if checkpoint["vocab_size"] != len(self.vocab):
+            raise CheckpointError(
+                f"Cannot resume from {where}: it was trained with a vocabulary of {checkpoint['vocab_size']:,} words and "
+                f"{self.output_dir / 'vocab.txt'} has {len(self.vocab):,}. Put back the vocab.txt of that run, or start "
+                f"without --resume in a new OUTPUT_DIR."
+            )
         stored = optimizer_kind(checkpoint["optimizer"])
         if stored not in (None, self.training.optimizer):
             raise CheckpointError(
@@ -428,7 +420,7 @@ class Trainer:
                 f"Checkpoint {where} does not match this config (architecture, softmax, vocabulary or "
                 f"init_from differ): {str(err).splitlines()[0][:300]}. {fix}"
             ) from None
-        self.state = TrainState(**checkpoint["trainer"])
+        self.state = found.counters
         self.state.last_checkpoint_step = self.state.step
         barrier(self.context)  # every process has read it before the main one renames it
         if self.context.is_main:
@@ -662,12 +654,8 @@ class Trainer:
             with self._writing(path):
                 save_checkpoint(
                     self.output_dir,
+                    self.state,
                     {
-                        "step": self.state.step,
-                        "tokens": self.state.tokens,
-                        "epoch": self.state.epoch,
-                        "position": self.state.position,
-                        "trainer": asdict(self.state),
                         "model": self.objective.state_dict(),
                         "optimizer": self.optimizer.state_dict(),
                         "rng": rng_states,
