@@ -37,3 +37,13 @@ def test_decay_reaches_zero_at_the_end_of_the_nearer_budget(decay, halfway):
 def test_decay_without_an_end_is_refused():
     with pytest.raises(PretrainConfigError, match="lr_decay"):
         training(lr_decay="cosine", max_steps=None, max_tokens=None, max_minutes=5)
+
+
+def test_one_budget_measure_for_the_schedule_and_the_progress_bar():
+    """The schedule ignores wall time (a resumed run repeats it exactly); the bar counts it."""
+    config = training(max_steps=1000, max_tokens=10_000, max_minutes=10)
+    assert config.budget_spent(100, tokens=2_000) == pytest.approx(0.2)
+    assert config.budget_spent(100, tokens=2_000, seconds=300) == pytest.approx(0.5)
+    assert config.budget_spent(5_000, tokens=0) == 1.0
+    no_limits = training(max_steps=None, max_tokens=None, max_minutes=None, max_epochs=1)
+    assert no_limits.budget_spent(100, tokens=2_000, seconds=300) is None

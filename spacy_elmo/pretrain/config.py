@@ -177,6 +177,20 @@ class TrainingConfig:
     unfreeze_interval: int = _setting(1000, "'gradual': steps between unfreezing one more block", minimum=1)
     layer_lr_decay: float = _setting(1.0, "learning-rate factor per block below the top LSTM layer (1.0: off)", minimum=0)
 
+    def budget_spent(self, step: int, tokens: int, seconds: Optional[float] = None) -> Optional[float]:
+        """How much of the budget is spent, in [0, 1]: the largest fraction of ``max_steps``,
+        ``max_tokens`` and, when ``seconds`` is given, ``max_minutes`` among those set; None
+        when none is. The learning-rate schedule leaves ``seconds`` out so that it depends on
+        the work done only and a resumed run repeats it exactly; the progress bar passes it."""
+        fractions = []
+        if self.max_steps:
+            fractions.append(step / self.max_steps)
+        if self.max_tokens:
+            fractions.append(tokens / self.max_tokens)
+        if seconds is not None and self.max_minutes:
+            fractions.append(seconds / (60 * self.max_minutes))
+        return min(1.0, max(fractions)) if fractions else None
+
 
 SECTIONS: Tuple[Tuple[str, Type], ...] = (
     ("paths", PathsConfig),

@@ -62,24 +62,13 @@ def optimizer_kind(state: Dict[str, Any]) -> Optional[str]:
     return None
 
 
-def budget_progress(config: TrainingConfig, step: int, tokens: int) -> Optional[float]:
-    """How much of the run's budget is spent, in [0, 1]: the larger of the step and token
-    fractions of ``max_steps`` and ``max_tokens``; None when neither is set."""
-    fractions = []
-    if config.max_steps:
-        fractions.append(step / config.max_steps)
-    if config.max_tokens:
-        fractions.append(tokens / config.max_tokens)
-    return min(1.0, max(fractions)) if fractions else None
-
-
 def scheduled_learn_rate(config: TrainingConfig, step: int, tokens: int = 0) -> float:
     """The base learning rate for (0-based) ``step`` after ``tokens`` training tokens: linear
     warm-up, then constant or (``lr_decay``) decaying to 0 at the end of the budget."""
     base = learn_rate(config)
     if config.lr_warmup_steps and step < config.lr_warmup_steps:
         return base * (step + 1) / config.lr_warmup_steps
-    progress = budget_progress(config, step, tokens) if config.lr_decay != "none" else None
+    progress = config.budget_spent(step, tokens) if config.lr_decay != "none" else None
     if progress is None:
         return base
     if config.lr_decay == "linear":

@@ -47,18 +47,6 @@ class RunLog:
             write_text_atomic(self.path, "".join(line + "\n" for line in kept))
 
 
-def budget_fraction(config: TrainingConfig, step: int, tokens: int, seconds: float) -> Optional[float]:
-    """How much of the budget is spent: the largest fraction among the limits that are set."""
-    fractions = []
-    if config.max_steps:
-        fractions.append(step / config.max_steps)
-    if config.max_tokens:
-        fractions.append(tokens / config.max_tokens)
-    if config.max_minutes:
-        fractions.append(seconds / (60 * config.max_minutes))
-    return min(1.0, max(fractions)) if fractions else None
-
-
 class ProgressBar:
     """tqdm bar over the budget, with tokens/s, loss, dev perplexity and the ETA."""
 
@@ -74,7 +62,7 @@ class ProgressBar:
     def update(self, step: int, tokens: int, seconds: float, tokens_per_s: float, loss: float) -> None:
         if self.bar is None:
             return
-        fraction = budget_fraction(self.config, step, tokens, seconds)
+        fraction = self.config.budget_spent(step, tokens, seconds)
         eta = "?"
         if fraction:
             remaining = seconds * (1 - fraction) / fraction
