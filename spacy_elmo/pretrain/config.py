@@ -28,9 +28,8 @@ from confection import Config
 
 from ..bilm.options import ElmoOptions
 from ..errors import ElmoOptionsError
+from ..files import PathLike
 from .errors import PretrainConfigError
-
-PathLike = Union[str, Path]
 
 
 def _setting(default: Any, help: str, *, choices: Optional[Sequence[Any]] = None, minimum: Optional[float] = None) -> Any:

@@ -15,13 +15,13 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
 
 from ..bilm.options import ElmoOptions
-from ..files import remove_orphans, write_bytes_atomic, write_text_atomic
+from ..files import PathLike, remove_orphans, write_bytes_atomic, write_text_atomic
 from .checkpoint import (
     TrainState,
     checkpoint_path,
@@ -70,8 +70,6 @@ from .optim import (
 )
 from .progress import ProgressBar, RunLog
 from .vocab import Vocab
-
-PathLike = Union[str, Path]
 
 OWN_FILES = ("config.cfg", "vocab.txt", "log.jsonl", "metrics.json")
 MODEL_DIRS = ("model-best", "model-last")
