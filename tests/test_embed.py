@@ -329,3 +329,27 @@ def test_merge_refuses_incomplete_overlapping_or_foreign_shards(tiny_model, tmp_
     assert merge(*shards)[0] == 0
     assert "already exists" in merge(*shards)[1]
     assert merge(*shards, force=True)[0] == 0
+
+
+def test_the_cli_help_reads_each_default_from_its_one_home():
+    """--batch-size, --chunk-lines and --max-piece-length default to EmbedSettings, whose piece
+    length is the elmo component's; --weights lists the published models the code knows."""
+    import inspect
+
+    from spacy_elmo.bilm.batching import DEFAULT_MAX_PIECE_LENGTH
+    from spacy_elmo.bilm.pretrained import PUBLISHED_MODELS
+    from spacy_elmo.embed.cli import build_embed_parser
+    from spacy_elmo.pipeline.architectures import ElmoBiLM_v1
+
+    parser = build_embed_parser("embed")
+    args = parser.parse_args(["in.txt", "out.hdf5"])
+    settings = EmbedSettings()
+    assert (args.batch_size, args.chunk_lines, args.max_piece_length) == (
+        settings.batch_size,
+        settings.chunk_lines,
+        settings.max_piece_length,
+    )
+    assert settings.max_piece_length == DEFAULT_MAX_PIECE_LENGTH
+    assert inspect.signature(ElmoBiLM_v1).parameters["max_piece_length"].default == DEFAULT_MAX_PIECE_LENGTH
+    weights_help = " ".join(next(a.help for a in parser._actions if a.dest == "weights").split())
+    assert all(name in weights_help for name in PUBLISHED_MODELS)

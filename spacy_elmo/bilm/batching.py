@@ -2,6 +2,10 @@
 
 from typing import List, Sequence
 
+DEFAULT_MAX_PIECE_LENGTH = 256
+"""Tokens the biLM reads as one sequence at most, by default: a longer doc (the ``elmo``
+component) or line (``embed``) is read in pieces of this size, so memory stays bounded."""
+
 
 def batches_by_length(lengths: Sequence[int], max_tokens: int, longest_first: bool = True) -> List[List[int]]:
     """Indices sorted by length (stably) and cut so that ``rows × (longest + 2)`` — the padded

@@ -5,7 +5,11 @@ import sys
 import warnings
 from typing import List
 
+from ..bilm.pretrained import PUBLISHED_MODELS
 from ..errors import ElmoError
+from .run import EmbedSettings
+
+DEFAULTS = EmbedSettings()
 
 EMBED_DESCRIPTION = """\
 Embed a corpus with one sentence per line into an HDF5 file in the layout of AllenNLP's
@@ -32,7 +36,8 @@ def build_embed_parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument(
         "--weights",
         default="default",
-        help="'default' (shipped), a published name (small, medium, original, original-5.5b), a model directory, or a weights.hdf5 file (default: %(default)s)",
+        help=f"'default' (shipped), a published name ({', '.join(PUBLISHED_MODELS)}), a model directory, or a weights.hdf5 "
+        "file (default: %(default)s)",
     )
     parser.add_argument("--options", default=None, help="options.json, when --weights is a file without one beside it")
     layers = parser.add_mutually_exclusive_group()
@@ -44,7 +49,9 @@ def build_embed_parser(prog: str) -> argparse.ArgumentParser:
         "--average", dest="output_format", action="store_const", const="average", help="the mean of the layers, (n, 2P)"
     )
     parser.set_defaults(output_format="all")
-    parser.add_argument("--batch-size", type=int, default=64, help="sentences per biLM call (default: %(default)s)")
+    parser.add_argument(
+        "--batch-size", type=int, default=DEFAULTS.batch_size, help="sentences per biLM call (default: %(default)s)"
+    )
     parser.add_argument("--shard", default="0/1", metavar="I/N", help="embed only lines i with i %% N == I (default: all lines)")
     parser.add_argument("--gpu-id", type=int, default=None, help="CUDA device to run on (default: the CPU)")
     parser.add_argument(
@@ -56,13 +63,13 @@ def build_embed_parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument(
         "--max-piece-length",
         type=int,
-        default=256,
+        default=DEFAULTS.max_piece_length,
         help="longer lines are read in consecutive pieces of this many tokens (default: %(default)s)",
     )
     parser.add_argument(
         "--chunk-lines",
         type=int,
-        default=1024,
+        default=DEFAULTS.chunk_lines,
         help="lines sorted and batched together and kept as one unit of progress (default: %(default)s)",
     )
     parser.add_argument(
@@ -109,7 +116,7 @@ def embed_main(argv: List[str], prog: str = "python -m spacy_elmo embed") -> int
 
         from .corpus import Shard
         from .embedder import load_bilm, resolve_device
-        from .run import EmbedSettings, embed_corpus
+        from .run import embed_corpus
 
         settings = EmbedSettings(
             output_format=args.output_format,

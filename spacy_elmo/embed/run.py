@@ -19,6 +19,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import h5py
 from tqdm import tqdm
 
+from ..bilm.batching import DEFAULT_MAX_PIECE_LENGTH
 from ..bilm.model import ElmoBiLM
 from ..files import PathLike, atomic_path
 from .corpus import CorpusScan, Shard, Tokenizer, decode_line, make_tokenizer, scan_corpus, shard_lines
@@ -37,7 +38,7 @@ class EmbedSettings:
     output_format: str = "all"
     batch_size: int = 64
     chunk_lines: int = 1024
-    max_piece_length: int = 256
+    max_piece_length: int = DEFAULT_MAX_PIECE_LENGTH
     spacy_lang: Optional[str] = None
     shard: Shard = Shard()
     encoding_errors: str = "strict"

@@ -9,11 +9,12 @@ from spacy.util import registry
 from thinc.api import Maxout, Model, PyTorchGradScaler, chain, concatenate, with_array
 from thinc.types import Floats2d, Floats3d
 
+from ..bilm.batching import DEFAULT_MAX_PIECE_LENGTH
 from ..errors import ElmoOptionsError
 from ..layers.bilm_layer import ElmoBiLMLayer
 from ..layers.scalar_mix import ScalarMix
 from ..layers.settings import LAYER_DEFAULTS, ElmoLayerSettings
-from .doc_pieces import DEFAULT_MAX_PIECE_LENGTH, with_doc_pieces
+from .doc_pieces import with_doc_pieces
 from .listener import ElmoListener
 
 ELMO_BILM = "spacy-elmo.ElmoBiLM.v1"

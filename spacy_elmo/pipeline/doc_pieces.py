@@ -16,7 +16,6 @@ from thinc.types import Floats3d
 from ..layers.bilm_layer import bilm_options
 
 Piece = List[int]
-DEFAULT_MAX_PIECE_LENGTH = 256
 
 
 def doc_pieces(doc: Doc, max_piece_length: int) -> List[Piece]:
