@@ -21,7 +21,7 @@ from wasabi import msg
 
 from spacy_elmo.files import write_text_atomic
 from spacy_elmo.pretrain.config import load_config
-from spacy_elmo.pretrain.data import SentenceReader, resolve_files
+from spacy_elmo.pretrain.data import SentenceReader, expand_text_paths
 from spacy_elmo.pretrain.errors import PretrainDataError
 
 
@@ -44,7 +44,7 @@ def main(
     if data.format != "paragraphs":
         msg.fail(f"{config}: [data] format is {data.format!r}; its text is tokenised already.", exits=1)
     try:
-        files = resolve_files(inputs, "INPUTS", "name existing text files")
+        files = expand_text_paths(inputs, "INPUTS", "name existing text files")
     except PretrainDataError as err:
         msg.fail(str(err), exits=1)
     targets: List[Path] = [out_dir / output_name(path) for path in files]

@@ -40,7 +40,7 @@ ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
 UNDECODABLE_MIN_LINES = 100
 
 
-def resolve_files(spec: Optional[str], setting: str, fix: str) -> List[Path]:
+def expand_text_paths(spec: Optional[str], setting: str, fix: str) -> List[Path]:
     """The files named by ``spec``: a path, a glob, or a comma-separated list of those.
 
     Folders a glob matches are skipped. A part that matches no file, or a ``spec`` with no

@@ -36,7 +36,7 @@ from .checkpoint import (
     set_rng_state,
 )
 from .config import PretrainConfig, load_config
-from .data import BatchStream, LmBatch, SentenceReader, group_by_length, make_batch, read_eval_sentences, resolve_files
+from .data import BatchStream, LmBatch, SentenceReader, expand_text_paths, group_by_length, make_batch, read_eval_sentences
 from .distributed import (
     DistContext,
     all_reduce_sum,
@@ -204,7 +204,7 @@ class Trainer:
         if not paths.train:
             raise PretrainConfigError(f"{self.config.source}: [paths] train is not set. Pass --paths.train FILE_OR_GLOB.")
         self.train_files, self.dev_files, self.test_files = (
-            resolve_files(getattr(paths, name), f"[paths] {name}", f"pass --paths.{name} PATH")
+            expand_text_paths(getattr(paths, name), f"[paths] {name}", f"pass --paths.{name} PATH")
             for name in ("train", "dev", "test")
         )
 
