@@ -18,7 +18,7 @@ import torch
 
 from spacy_elmo import ElmoBiLM
 from spacy_elmo.__main__ import main as cli_main
-from spacy_elmo.embed import EmbedResumeError, EmbedSettings, EmbedWarning, Shard, embed_corpus, load_bilm
+from spacy_elmo.embed import EmbedResumeError, EmbedSettings, EmbedWarning, Shard, embed_corpus, load_embedding_bilm
 from spacy_elmo.embed import run as embed_run
 from spacy_elmo.embed.partial import PartialRun
 
@@ -170,7 +170,7 @@ def _interrupt_after(monkeypatch, chunks: int) -> None:
 
 def test_resume_after_an_interruption_writes_the_uninterrupted_file(tiny_model, tmp_path, monkeypatch):
     source = _write_lines(tmp_path / "corpus.txt", _corpus_lines(60, seed=5) + [""])
-    bilm = load_bilm(_weights(tiny_model))
+    bilm = load_embedding_bilm(_weights(tiny_model))
     settings = EmbedSettings(chunk_lines=8, batch_size=5)
     full = tmp_path / "full.hdf5"
     with pytest.warns(EmbedWarning):
@@ -185,7 +185,7 @@ def test_resume_after_an_interruption_writes_the_uninterrupted_file(tiny_model, 
     with pytest.raises(EmbedResumeError, match=r"different batch_size \(5 there, 6 now\).*--force"):
         embed_corpus(source, out, bilm, EmbedSettings(chunk_lines=8, batch_size=6), progress=False)
     with pytest.raises(EmbedResumeError, match=r"different precision \('fp32' there, 'int8' now\).*--force"):
-        embed_corpus(source, out, load_bilm(_weights(tiny_model)).to_precision("int8"), settings, progress=False)
+        embed_corpus(source, out, load_embedding_bilm(_weights(tiny_model)).to_precision("int8"), settings, progress=False)
     with pytest.warns(EmbedWarning):
         summary = embed_corpus(source, out, bilm, settings, progress=False)
     assert (summary.n_resumed, summary.n_embedded) == (24, 37)
@@ -245,7 +245,7 @@ def test_leftovers_of_a_killed_run_are_cleaned_and_a_second_run_is_locked_out(ti
     other = tmp_path / ".other.hdf5.tmp-0123456789ab"
     orphan.write_bytes(b"half")
     other.write_bytes(b"someone else's")
-    bilm = load_bilm(_weights(tiny_model))
+    bilm = load_embedding_bilm(_weights(tiny_model))
     with PartialRun(out), pytest.raises(Exception, match="Another embed run is writing"):
         embed_corpus(source, out, bilm, progress=False)
     embed_corpus(source, out, bilm, progress=False)
@@ -288,7 +288,7 @@ def test_gpu_id_without_cuda(tiny_model, tmp_path, capsys):
 
 def _shard_files(tiny_model, tmp_path, lines, count, **settings):
     source = _write_lines(tmp_path / "corpus.txt", lines)
-    bilm = load_bilm(_weights(tiny_model))
+    bilm = load_embedding_bilm(_weights(tiny_model))
     paths = []
     for i in range(count):
         path = tmp_path / f"shard{i}-of-{count}.hdf5"

@@ -7,7 +7,7 @@ import h5py
 import numpy as np
 import pytest
 
-from spacy_elmo.embed import EmbedSettings, EmbedWarning, embed_corpus, load_bilm
+from spacy_elmo.embed import EmbedSettings, EmbedWarning, embed_corpus, load_embedding_bilm
 
 distributed = pytest.importorskip(
     "dask.distributed", reason="Dask is not installed (pip install 'spacy-elmo[cluster]' to run the cluster recipe test)"
@@ -27,7 +27,7 @@ def test_dask_shards_merge_to_the_single_process_file(tiny_model, tmp_path):
     settings = EmbedSettings(output_format="all", chunk_lines=16)
     single = tmp_path / "single.hdf5"
     with pytest.warns(EmbedWarning, match="empty line"):
-        embed_corpus(source, single, load_bilm(str(tiny_model[1])), settings, progress=False)
+        embed_corpus(source, single, load_embedding_bilm(str(tiny_model[1])), settings, progress=False)
 
     out = tmp_path / "cluster.hdf5"
     with (

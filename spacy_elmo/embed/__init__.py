@@ -2,7 +2,7 @@
 merging shard files (``embed-merge``), and running shards on a Dask cluster (:mod:`.cluster`)."""
 
 from .corpus import Shard
-from .embedder import load_bilm
+from .embedder import load_embedding_bilm
 from .errors import EmbedInputError, EmbedMergeError, EmbedOutputError, EmbedResumeError, EmbedSettingsError, EmbedWarning
 from .merge import merge_shards
 from .run import EmbedSettings, EmbedSummary, embed_corpus
@@ -18,6 +18,6 @@ __all__ = [
     "EmbedWarning",
     "Shard",
     "embed_corpus",
-    "load_bilm",
+    "load_embedding_bilm",
     "merge_shards",
 ]

@@ -115,7 +115,7 @@ def embed_main(argv: List[str], prog: str = "python -m spacy_elmo embed") -> int
         import torch
 
         from .corpus import Shard
-        from .embedder import load_bilm, resolve_device
+        from .embedder import load_embedding_bilm, resolve_device
         from .run import embed_corpus
 
         settings = EmbedSettings(
@@ -132,7 +132,7 @@ def embed_main(argv: List[str], prog: str = "python -m spacy_elmo embed") -> int
         device = resolve_device(args.gpu_id)
         if args.threads is not None:
             torch.set_num_threads(max(1, args.threads))
-        bilm = load_bilm(args.weights, args.options).to(device).to_precision(args.precision, setting="--precision")
+        bilm = load_embedding_bilm(args.weights, args.options).to(device).to_precision(args.precision, setting="--precision")
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             summary = embed_corpus(args.input, args.output, bilm, settings, force=args.force, progress=not args.no_progress)

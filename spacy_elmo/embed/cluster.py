@@ -22,7 +22,7 @@ import torch
 
 from ..files import PathLike
 from .corpus import Shard
-from .embedder import load_bilm
+from .embedder import load_embedding_bilm
 from .errors import EmbedSettingsError
 from .merge import merge_shards
 from .run import EmbedSettings, EmbedSummary, check_output, embed_corpus
@@ -47,7 +47,7 @@ def embed_shard(
         return None
     if threads is not None:
         torch.set_num_threads(threads)
-    bilm = load_bilm(weights, options)
+    bilm = load_embedding_bilm(weights, options)
     return embed_corpus(input_path, output_path, bilm, settings, force=force, progress=False)
 
 

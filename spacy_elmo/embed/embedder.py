@@ -38,7 +38,7 @@ def model_files(weights: str, options: Optional[str]) -> Tuple[Path, Path]:
     return resolve_files(weights, options, weights_setting="--weights", options_setting="--options")
 
 
-def load_bilm(weights: str = "default", options: Optional[str] = None) -> ElmoBiLM:
+def load_embedding_bilm(weights: str = "default", options: Optional[str] = None) -> ElmoBiLM:
     """The stateless biLM named by ``--weights`` / ``--options``, on the CPU, in eval mode."""
     options_path, weights_path = model_files(weights, options)
     return ElmoBiLM.from_files(options_path, weights_path).eval()
