@@ -76,8 +76,7 @@ def ElmoMix_v1(
 ) -> Model[List[Doc], List[Floats2d]]:
     """A biLM owned by the downstream component, mixed by its scalar mix: what an
     ``ElmoListener.v1`` becomes after ``nlp.replace_listeners``, with the listener's mix
-    settings (see :func:`ElmoListener_v1`). ``layer_norm`` defaults to false, as configs
-    written before it existed meant."""
+    settings (see :func:`ElmoListener_v1`); a config without ``layer_norm`` means false."""
     return chain(elmo, ScalarMix(l2_penalty=l2_penalty, dropout=dropout, layer_norm=layer_norm))
 
 
