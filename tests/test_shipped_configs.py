@@ -31,7 +31,7 @@ def test_write_config_keeps_an_existing_file_unless_forced(tmp_path: Path) -> No
 
 
 def test_an_unknown_name_lists_the_shipped_ones():
-    with pytest.raises(ElmoConfigNotFoundError, match="ner_elmo, pretrain_small"):
+    with pytest.raises(ElmoConfigNotFoundError, match="ner_elmo, ner_elmo_vectors, pretrain_small"):
         config_text("ner_bert")
 
 
