@@ -65,6 +65,10 @@ DEFAULT_ENCODE = {
 }
 
 
+ATOMIC_SAVES = "spacy-elmo.atomic_saves.v1"
+"""The callback that makes spacy train's saves atomic (see :mod:`spacy_elmo.pipeline.callbacks`)."""
+
+
 def elmo_config(
     config: Config, *, weights: str = "default", frozen: bool = True, source: str = "the config"
 ) -> Tuple[Config, List[str]]:
@@ -127,6 +131,18 @@ def elmo_config(
         _remove_component(config, name, source)
     config["nlp"]["pipeline"] = [ELMO_COMPONENT] + list(config["nlp"]["pipeline"])
     components[ELMO_COMPONENT] = _elmo_component(weights, frozen)
+    training = config.setdefault("training", {})
+    if training.get("before_to_disk") is None:
+        training["before_to_disk"] = {"@callbacks": ATOMIC_SAVES}
+        notes.append(
+            f'[training.before_to_disk] @callbacks = "{ATOMIC_SAVES}": model-last and model-best are swapped in '
+            f"whole, so a killed spacy train never loses them."
+        )
+    else:
+        notes.append(
+            f"[training.before_to_disk] already holds a callback, so {ATOMIC_SAVES} (saves that survive kill -9) "
+            f"was not added; call it from yours if you want it."
+        )
     system = config.setdefault("system", {})
     if system.get("gpu_allocator") is None:
         system["gpu_allocator"] = "pytorch"

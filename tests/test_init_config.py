@@ -115,12 +115,14 @@ def test_everything_but_the_token_vectors_is_kept(tmp_path):
     source = _load(_spacy_config(tmp_path, "ner,tagger"))
     result, notes = elmo_config(source, weights="small", frozen=False)
     assert result["components"]["elmo"]["model"]["weights"] == "small" and result["components"]["elmo"]["frozen"] is False
-    changed = {("nlp", "pipeline"), ("system", "gpu_allocator")}
+    changed = {("nlp", "pipeline"), ("system", "gpu_allocator"), ("training", "before_to_disk")}
     for path, value in _leaves(source):
         if path in changed or path[:2] == ("components", "tok2vec") or "tok2vec" in path[2:]:
             continue
         assert _get(result, path) == value, path
     assert result["system"]["gpu_allocator"] == "pytorch" and any("gpu_allocator" in note for note in notes)
+    assert result["training"]["before_to_disk"] == {"@callbacks": "spacy-elmo.atomic_saves.v1"}
+    assert any("atomic_saves" in note for note in notes)
     embed = result["components"]["ner"]["model"]["tok2vec"]["embed"]
     assert embed == {**source["components"]["tok2vec"]["model"]["embed"], "width": 96}
     assert result["components"]["ner"]["model"]["tok2vec"]["encode"] == source["components"]["tok2vec"]["model"]["encode"]
@@ -224,3 +226,11 @@ def test_refusals_name_the_problem(tmp_path, capsys):
     rule_based.add_pipe("sentencizer")
     with pytest.raises(ElmoConfigError, match="no component has a token-to-vector layer"):
         elmo_config(rule_based.config)
+
+
+def test_a_config_with_its_own_before_to_disk_keeps_it_and_is_told(tmp_path):
+    source = _load(_spacy_config(tmp_path, "ner"))
+    source["training"]["before_to_disk"] = {"@callbacks": "spacy.models_with_nvtx_range.v1"}
+    result, notes = elmo_config(source)
+    assert result["training"]["before_to_disk"] == {"@callbacks": "spacy.models_with_nvtx_range.v1"}
+    assert any("already holds a callback" in note for note in notes)
