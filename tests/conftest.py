@@ -23,6 +23,22 @@ from spacy_elmo.bilm.weights_io import write_weights
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_layer_store(tmp_path_factory):
+    """Every test (and every ``spacy train`` it starts) stores frozen biLM layers in a
+    temporary directory, never in the user's cache; tests that need their own pass a
+    ``layer_store_dir``."""
+    from spacy_elmo.layers.layer_store import STORE_ENV
+
+    previous = os.environ.get(STORE_ENV)
+    os.environ[STORE_ENV] = str(tmp_path_factory.mktemp("layer-store"))
+    yield
+    if previous is None:
+        del os.environ[STORE_ENV]
+    else:
+        os.environ[STORE_ENV] = previous
+
+
 def shared_dir() -> Path:
     """``$SPACY_ELMO_SHARED``, else ``<repo>/../shared``; the data is never copied into the repo."""
     return Path(os.environ.get("SPACY_ELMO_SHARED") or REPO_ROOT.parent / "shared")

@@ -7,8 +7,10 @@ TEXTS = ["She sat on the river bank .", "John went to Paris on Monday .", "The o
 
 
 def _frozen_elmo(model_dir, layer_cache_mb=64):
+    """The in-memory cache alone: the on-disk store (tests/test_layer_store.py) is off."""
     nlp = spacy.blank("en")
-    nlp.add_pipe("elmo", config={"model": {"weights": str(model_dir), "layer_cache_mb": layer_cache_mb}})
+    model = {"weights": str(model_dir), "layer_cache_mb": layer_cache_mb, "layer_store": "off"}
+    nlp.add_pipe("elmo", config={"model": model})
     nlp.initialize()
     elmo = nlp.get_pipe("elmo")
     return nlp, elmo, elmo.model.layers[0]

@@ -16,12 +16,15 @@ import contextvars
 import hashlib
 import json
 from contextlib import contextmanager
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, cast
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, cast
 
+import numpy as np
 import srsly
 import torch
 from thinc.api import ArgsKwargs, Model, Optimizer, PyTorchGradScaler, PyTorchShim, get_torch_default_device, torch2xp
 from thinc.types import Floats3d, Floats4d
+from tqdm import tqdm
 
 from ..bilm.batching import batches_by_length
 from ..bilm.manylangs import ManyLangsBiLM
@@ -33,6 +36,7 @@ from ..bilm.weights_io import weights_from_bytes
 from ..errors import ElmoOptionsError, ElmoWeightsError
 from ..locks import PicklableLock
 from .layer_cache import LayerCache
+from .layer_store import LayerStore, bilm_fingerprint, default_store_dir, sequence_key
 from .settings import LAYER_DEFAULTS, ElmoLayerSettings
 
 TokenSequences = List[List[str]]
@@ -70,6 +74,9 @@ class ElmoShim(PyTorchShim):
         by the component that owns the layer, so that load errors name the line to fix."""
         self.layer_cache: Optional[LayerCache] = None
         """Layers computed by the frozen biLM, per token sequence (see :func:`layer_cache`)."""
+        self.layer_store: Optional[LayerStore] = None
+        """The on-disk store of those layers (see :func:`layer_store`)."""
+        self._fingerprint: Optional[str] = None
 
     def setting(self, name: str) -> str:
         """How errors name one of the layer's settings."""
@@ -78,6 +85,8 @@ class ElmoShim(PyTorchShim):
     def __getstate__(self) -> Dict[str, Any]:
         state = self.__dict__.copy()
         state["layer_cache"] = None  # a cache, not state: copies start empty
+        state["layer_store"] = None
+        state["_fingerprint"] = None
         return state
 
     @property
@@ -96,6 +105,15 @@ class ElmoShim(PyTorchShim):
                 bilm.to_precision(self.precision, setting=self.setting("precision"))
                 bilm.eval()
                 self._model = bilm
+
+    @property
+    def fingerprint(self) -> str:
+        """A digest of the loaded biLM's options, precision and weights, which keys its stored
+        layers; computed once per loaded set of weights."""
+        with self.lock:
+            if self._fingerprint is None:
+                self._fingerprint = bilm_fingerprint(self.bilm)
+            return self._fingerprint
 
     @property
     def device(self) -> torch.device:
@@ -122,6 +140,7 @@ class ElmoShim(PyTorchShim):
         parameters in place without bumping torch's version counters."""
         if self._model is not None:
             self._model.weights_changed()
+        self._fingerprint = None
         if self.layer_cache is not None:
             self.layer_cache.clear()
 
@@ -165,6 +184,7 @@ class ElmoShim(PyTorchShim):
             bilm = ElmoBiLM.from_arrays(options, arrays, token_cache_size=cache_size)
         if self.layer_cache is not None:
             self.layer_cache.clear()
+        self._fingerprint = None
         return bilm.to(device).to_precision(self.precision, setting=self.setting("precision"))
 
 
@@ -255,8 +275,8 @@ def ElmoBiLMLayer(
     The layer's ``frozen`` attribute (False here; the ``elmo`` component sets it) makes
     training runs use the biLM without gradients; during training updates a frozen layer
     also keeps up to ``layer_cache_mb`` MiB of computed layers per token sequence and reuses
-    them; inference adds to the cache only in a process that has trained (see
-    :func:`_frozen_forward`).
+    them, and reads and writes them in the on-disk store (``layer_store``); inference adds to
+    the cache only in a process that has trained (see :func:`_frozen_forward`).
     """
     shim = ElmoShim(settings, mixed_precision=mixed_precision, grad_scaler=grad_scaler)
     return Model(
@@ -264,7 +284,15 @@ def ElmoBiLMLayer(
         forward,
         init=init,
         shims=[shim],
-        attrs={"max_batch_tokens": settings.max_batch_tokens, "layer_cache_mb": settings.layer_cache_mb, "frozen": False},
+        attrs={
+            "max_batch_tokens": settings.max_batch_tokens,
+            "layer_cache_mb": settings.layer_cache_mb,
+            "layer_store": settings.layer_store,
+            "layer_store_dir": settings.layer_store_dir,
+            "layer_store_mb": settings.layer_store_mb,
+            "layer_store_float16": settings.layer_store_float16,
+            "frozen": False,
+        },
         dims={"nO": None, "nL": None},
     )
 
@@ -309,30 +337,115 @@ def layer_cache(model: Model) -> LayerCache:
     return cache
 
 
+def layer_store(model: Model) -> LayerStore:
+    """The on-disk layer store the layer's settings name (opened once, reopened when they change)."""
+    shim = elmo_shim(model)
+    directory = model.attrs.get("layer_store_dir")
+    path = Path(directory).expanduser() if directory else default_store_dir()
+    size = model.attrs.get("layer_store_mb", 0) * 2**20
+    dtype = np.dtype("<f2") if model.attrs.get("layer_store_float16", True) else np.dtype("<f4")
+    store = shim.layer_store
+    if store is None or store.directory != path or store.max_bytes != size or store.dtype != dtype:
+        store = shim.layer_store = LayerStore(path, size, float16=dtype.itemsize == 2)
+    return store
+
+
+def _active_store(model: Model, training: bool) -> Optional[LayerStore]:
+    """The store when this call may use it: ``always``, or ``training`` in a process that trains."""
+    mode = model.attrs.get("layer_store", "off")
+    if mode == "off" or model.attrs.get("layer_store_mb", 0) == 0 or (mode == "training" and not training):
+        return None
+    return layer_store(model)
+
+
 def _frozen_forward(model: Model, sequences: TokenSequences, is_train: bool = False) -> List[Floats3d]:
-    """The frozen biLM's layers, reusing cached ones.
+    """The frozen biLM's layers, reusing cached and stored ones.
 
     Training updates add to the cache (they revisit the same sentences every epoch), and so
-    does inference once a training update has: in ``spacy train`` that is the evaluation,
-    which reads the same dev sentences every ``eval_frequency`` steps. A process that only
-    annotates (a server) never adds, so its memory does not grow towards the cache's bound.
+    does inference once a training update (or :func:`prefill`) has: in ``spacy train`` that is
+    the evaluation, which reads the same dev sentences every ``eval_frequency`` steps. A
+    process that only annotates (a server) never adds, so its memory does not grow towards the
+    cache's bound; it uses the on-disk store only with ``layer_store = "always"``.
     """
     cache = layer_cache(model)
-    if cache.max_bytes == 0 or (not is_train and len(cache) == 0):
+    training = is_train or cache.filled_in_training
+    store = _active_store(model, training)
+    if store is None and (cache.max_bytes == 0 or (not is_train and len(cache) == 0)):
         return _run(model, sequences, False)[0]
-    fill = is_train or cache.filled_in_training
+    outputs = _reused_layers(model, sequences, cache, store, fill=training)
+    if is_train:
+        cache.filled_in_training = True
+    return outputs
+
+
+def _reused_layers(
+    model: Model, sequences: TokenSequences, cache: LayerCache, store: Optional[LayerStore], fill: bool
+) -> List[Floats3d]:
+    """Each sequence's layers from the memory cache, else the store, else the biLM (then kept
+    in both). With a store, every result has the store's precision, however it was found."""
     keys = [tuple(sequence) for sequence in sequences]
-    outputs = [cache.get(key) for key in keys]
-    missing = [i for i, found in enumerate(outputs) if found is None]
+    found: List[Any] = [cache.get(key) for key in keys]
+    fingerprint = elmo_shim(model).fingerprint if store is not None else ""
+    if store is not None:
+        for i, layers in enumerate(found):
+            if layers is None:
+                layers = store.get(fingerprint, sequence_key(fingerprint, sequences[i]), len(sequences[i]))
+                if layers is not None:
+                    found[i] = layers
+                    if fill:
+                        cache.put(keys[i], layers)
+    missing = [i for i, layers in enumerate(found) if layers is None]
     if missing:
         computed, _ = _run(model, [sequences[i] for i in missing], False)
         for i, layers in zip(missing, computed):
+            if store is not None:
+                layers = model.ops.to_numpy(layers).astype(store.dtype)
+                store.put(fingerprint, sequence_key(fingerprint, sequences[i]), layers)
             if fill:
                 cache.put(keys[i], layers)
-            outputs[i] = layers
-        if is_train:
-            cache.filled_in_training = True
-    return outputs  # type: ignore[return-value]
+            found[i] = layers
+    if store is None:
+        return found
+    return [model.ops.asarray3f(layers, dtype="float32") for layers in found]
+
+
+def prefill(model: Model, sequences: Sequence[Sequence[str]], *, progress: bool = True) -> Dict[str, int]:
+    """Compute and store the layers of every sequence not yet in the layer store, in batches of
+    ``max_batch_tokens`` (the biLM's fastest, whatever the training batch), so that training
+    reads them all from the store. Does nothing unless the layer is frozen and its store is
+    on for training. Returns counts: ``sequences`` (distinct), ``stored`` (found),
+    ``computed``, ``not_stored`` (computed but not kept: the bound or the disk), ``tokens`` computed.
+    """
+    counts = {"sequences": 0, "stored": 0, "computed": 0, "not_stored": 0, "tokens": 0}
+    shim = elmo_shim(model)
+    with shim.lock:
+        store = _active_store(model, training=True)
+        if not model.attrs["frozen"] or store is None:
+            return counts
+        fingerprint = shim.fingerprint
+        distinct: Dict[str, Sequence[str]] = {}
+        for tokens in sequences:
+            distinct.setdefault(sequence_key(fingerprint, tokens), tokens)
+        todo = [(key, tokens) for key, tokens in distinct.items() if not store.contains(fingerprint, key)]
+        todo.sort(key=lambda item: len(item[1]), reverse=True)
+        counts.update(sequences=len(distinct), stored=len(distinct) - len(todo), computed=len(todo))
+        counts["tokens"] = sum(len(tokens) for _, tokens in todo)
+        chunk_tokens = 8 * model.attrs["max_batch_tokens"]
+        with tqdm(total=counts["tokens"], unit="tok", desc="ELMo layers", disable=None if progress else True) as bar:
+            start = 0
+            while start < len(todo):
+                end, size = start, 0
+                while end < len(todo) and (end == start or size + len(todo[end][1]) <= chunk_tokens):
+                    size += len(todo[end][1])
+                    end += 1
+                chunk = todo[start:end]
+                computed, _ = _run(model, [list(tokens) for _, tokens in chunk], False)
+                for (key, _), layers in zip(chunk, computed):
+                    if not store.put(fingerprint, key, model.ops.to_numpy(layers)):
+                        counts["not_stored"] += 1
+                bar.update(size)
+                start = end
+    return counts
 
 
 def _run(model: Model, sequences: TokenSequences, is_train: bool) -> Tuple[List[Floats3d], Backprop]:

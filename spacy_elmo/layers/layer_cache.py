@@ -6,11 +6,15 @@ Every method holds the cache's lock, so threads sharing one pipeline can share t
 """
 
 from collections import OrderedDict
-from typing import Hashable, Optional
+from typing import Hashable, Optional, Union
 
+import numpy as np
 from thinc.types import Floats3d
 
 from ..locks import PicklableLock
+
+Layers = Union[Floats3d, np.ndarray]
+"""Float32 layers, or float16 ones while the on-disk layer store is in use (see its docs)."""
 
 
 class LayerCache:
@@ -24,13 +28,13 @@ class LayerCache:
         self.hits = 0
         self.filled_in_training = False
         """Whether a training update has added to the cache: from then on inference adds too."""
-        self._entries: OrderedDict[Hashable, Floats3d] = OrderedDict()
+        self._entries: OrderedDict[Hashable, Layers] = OrderedDict()
         self._lock = PicklableLock()
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, key: Hashable) -> Optional[Floats3d]:
+    def get(self, key: Hashable) -> Optional[Layers]:
         """The cached layers of ``key`` (shared: callers copy before changing them), or None."""
         with self._lock:
             layers = self._entries.get(key)
@@ -39,7 +43,7 @@ class LayerCache:
                 self._entries.move_to_end(key)
             return layers
 
-    def put(self, key: Hashable, layers: Floats3d) -> None:
+    def put(self, key: Hashable, layers: Layers) -> None:
         size = layers.nbytes
         if size > self.max_bytes:
             return

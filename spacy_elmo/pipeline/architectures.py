@@ -31,10 +31,15 @@ def ElmoBiLM_v1(
     mixed_precision: bool = False,
     grad_scaler_config: Optional[Dict[str, Any]] = None,
     precision: str = LAYER_DEFAULTS.precision,
+    layer_store: str = LAYER_DEFAULTS.layer_store,
+    layer_store_dir: Optional[str] = LAYER_DEFAULTS.layer_store_dir,
+    layer_store_mb: int = LAYER_DEFAULTS.layer_store_mb,
+    layer_store_float16: bool = LAYER_DEFAULTS.layer_store_float16,
 ) -> Model[List[Doc], List[Floats3d]]:
     """Every layer of an ELMo biLM for every token of each doc, ``(L+1, len(doc), 2P)``.
 
-    weights, options, token_cache_size, max_batch_tokens, layer_cache_mb, precision: see
+    weights, options, token_cache_size, max_batch_tokens, layer_cache_mb, precision,
+    layer_store, layer_store_dir, layer_store_mb, layer_store_float16: see
         :class:`spacy_elmo.layers.settings.ElmoLayerSettings` (and docs/configuration.md).
     max_piece_length: docs with more tokens are read in sentences or windows of this size.
     mixed_precision, grad_scaler_config: CUDA autocast while fine-tuning, as in spaCy's own
@@ -48,6 +53,10 @@ def ElmoBiLM_v1(
             max_batch_tokens=max_batch_tokens,
             layer_cache_mb=layer_cache_mb,
             precision=precision,
+            layer_store=layer_store,
+            layer_store_dir=layer_store_dir,
+            layer_store_mb=layer_store_mb,
+            layer_store_float16=layer_store_float16,
         )
     except ElmoOptionsError as err:
         raise ElmoOptionsError(

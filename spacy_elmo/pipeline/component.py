@@ -11,14 +11,17 @@ from spacy.language import Language
 from spacy.pipeline import TrainablePipe
 from spacy.tokens import Doc
 from spacy.training import Example, validate_examples
+from spacy.util import resolve_dot_names
 from spacy.vocab import Vocab
-from thinc.api import Config, Model, Optimizer, set_dropout_rate
+from thinc.api import Config, ConfigValidationError, Model, Optimizer, set_dropout_rate
 from thinc.types import Floats3d
+from wasabi import msg
 
 from ..errors import ElmoError, ElmoOptionsError, ElmoWeightsError
 from ..files import write_bytes_atomic
 from ..layers.bilm_layer import elmo_shim, serialized_source
 from .architectures import ELMO_BILM, default_model_config
+from .doc_pieces import prefill_docs
 from .extensions import LAYERS_ATTR, install_extensions
 from .hooks import install_vector_hooks
 from .listener import ElmoListener
@@ -139,10 +142,25 @@ class ElmoComponent(TrainablePipe):
     def initialize(
         self, get_examples: Optional[Callable[[], Iterable[Example]]] = None, *, nlp: Optional[Language] = None
     ) -> None:
-        """Load the biLM (from its files, or a download for a published name)."""
+        """Load the biLM (from its files, or a download for a published name). A frozen biLM
+        with its layer store on also computes the layers of the training corpus
+        (``get_examples``) and of the dev corpus that ``nlp``'s config names, in batches of
+        ``max_batch_tokens`` rather than training batches, and stores them for every later
+        epoch, evaluation and run (see :func:`spacy_elmo.layers.bilm_layer.prefill`)."""
         self.model.initialize()
         for listener in self.listeners:
             self._share_dims(listener)
+        bilm_layer = self.model.get_ref("bilm")
+        if self.cfg["frozen"] and get_examples is not None and bilm_layer.attrs.get("layer_store", "off") != "off":
+            docs = [eg.predicted for eg in get_examples()]
+            if not _is_placeholder(docs):
+                counts = prefill_docs(self.model, docs + _dev_docs(nlp))
+                if counts["computed"]:
+                    msg.info(
+                        f"ELMo layer store: computed {counts['computed']:,} of {counts['sequences']:,} distinct "
+                        f"sentences ({counts['tokens']:,} tokens), {counts['stored']:,} were stored already"
+                        + (f"; {counts['not_stored']:,} could not be kept (raise layer_store_mb)" if counts["not_stored"] else "")
+                    )
 
     def predict(self, docs: Iterable[Doc]) -> List[Floats3d]:
         docs = list(docs)
@@ -360,6 +378,26 @@ class ElmoComponent(TrainablePipe):
             shim.cfg["token_cache_size"] = token_cache_size
             shim.bilm.resize_token_cache(token_cache_size)
         self._set_frozen(self.cfg["frozen"])
+
+
+def _is_placeholder(docs: List[Doc]) -> bool:
+    """Whether ``docs`` is the one unannotated "x y z" doc that ``Language.initialize`` passes
+    when it is called without data: nothing worth computing layers for."""
+    return len(docs) == 1 and [token.text for token in docs[0]] == ["x", "y", "z"]
+
+
+def _dev_docs(nlp: Optional[Language]) -> List[Doc]:
+    """The dev corpus of ``nlp``'s training config as ``spacy train`` evaluates it, or none
+    when the config names no readable one (a pipeline initialized outside ``spacy train``)."""
+    if nlp is None:
+        return []
+    try:
+        config = nlp.config.interpolate()
+        name = config["training"]["dev_corpus"]
+        (corpus,) = resolve_dot_names(config, [name])
+        return [eg.predicted for eg in corpus(nlp)]
+    except (ConfigValidationError, KeyError, ValueError, TypeError, OSError):
+        return []
 
 
 _SAVE_AGAIN = "Save the pipeline again from a working copy, or copy or download it again."

@@ -7,13 +7,13 @@ consecutive windows otherwise (a sentence longer than the limit is windowed too)
 stays bounded for any document length.
 """
 
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 from spacy.tokens import Doc
 from thinc.api import Model
 from thinc.types import Floats3d
 
-from ..layers.bilm_layer import bilm_options
+from ..layers.bilm_layer import bilm_options, prefill
 
 Piece = List[int]
 
@@ -28,6 +28,21 @@ def doc_pieces(doc: Doc, max_piece_length: int) -> List[Piece]:
     else:
         groups = [kept]
     return [group[start : start + max_piece_length] for group in groups for start in range(0, len(group), max_piece_length)]
+
+
+def doc_sequences(docs: List[Doc], max_piece_length: int) -> Tuple[List[List[Piece]], List[List[str]]]:
+    """Each doc's pieces, and the token sequences the biLM reads for them, in order."""
+    pieces = [doc_pieces(doc, max_piece_length) for doc in docs]
+    sequences = [[doc[i].text for i in piece] for doc, doc_piece_list in zip(docs, pieces) for piece in doc_piece_list]
+    return pieces, sequences
+
+
+def prefill_docs(model: Model, docs: Iterable[Doc], *, progress: bool = True) -> Dict[str, int]:
+    """Store the frozen biLM's layers of every piece of ``docs`` before training reads them
+    (see :func:`spacy_elmo.layers.bilm_layer.prefill`); ``model`` is a :func:`with_doc_pieces` model."""
+    max_length = model.attrs["max_piece_length"]
+    sequences = [sequence for doc in docs for sequence in doc_sequences([doc], max_length)[1]]
+    return prefill(model.layers[0], sequences, progress=progress)
 
 
 def with_doc_pieces(bilm: Model, max_piece_length: int) -> Model[List[Doc], List[Floats3d]]:
@@ -60,8 +75,7 @@ def _forward(model: Model, docs: List[Doc], is_train: bool) -> Tuple[List[Floats
     _set_dims(model)
     bilm = model.layers[0]
     max_length = model.attrs["max_piece_length"]
-    pieces = [doc_pieces(doc, max_length) for doc in docs]
-    sequences = [[doc[i].text for i in piece] for doc, doc_piece_list in zip(docs, pieces) for piece in doc_piece_list]
+    pieces, sequences = doc_sequences(docs, max_length)
     piece_outputs, backprop_bilm = bilm(sequences, is_train)
     n_layers, width = model.get_dim("nL"), model.get_dim("nO")
     outputs = []
