@@ -29,6 +29,7 @@ from tqdm import tqdm
 from ..bilm.batching import batches_by_length
 from ..bilm.manylangs import ManyLangsBiLM
 from ..bilm.manylangs_io import is_manylangs_data
+from ..bilm.memory import large_allocations_returned
 from ..bilm.model import ElmoBiLM
 from ..bilm.options import ElmoOptions
 from ..bilm.pretrained import resolve_files
@@ -164,7 +165,8 @@ class ElmoShim(PyTorchShim):
 
     def to_bytes(self) -> bytes:
         self.load()
-        return super().to_bytes()
+        with large_allocations_returned():
+            return super().to_bytes()
 
     def _deserialize_bilm(self, current: Optional[ElmoBiLM], data: bytes, device: torch.device) -> ElmoBiLM:
         source = _SOURCE.get()

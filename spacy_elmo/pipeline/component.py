@@ -17,6 +17,7 @@ from thinc.api import Config, ConfigValidationError, Model, Optimizer, set_dropo
 from thinc.types import Floats3d
 from wasabi import msg
 
+from ..bilm.memory import large_allocations_returned
 from ..errors import ElmoError, ElmoOptionsError, ElmoWeightsError
 from ..files import write_bytes_atomic
 from ..layers.bilm_layer import elmo_shim, serialized_source
@@ -270,7 +271,8 @@ class ElmoComponent(TrainablePipe):
         if "vocab" not in exclude:
             self.vocab.to_disk(path / "vocab", exclude=exclude)
         if "model" not in exclude:
-            write_if_changed(path / "model", self._stored(self.model.to_bytes()))
+            with large_allocations_returned():
+                write_if_changed(path / "model", self._stored(self.model.to_bytes()))
 
     def from_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = ()) -> "ElmoComponent":
         """Load what :meth:`to_disk` wrote; a missing, truncated or corrupted ``model`` file
@@ -324,7 +326,7 @@ class ElmoComponent(TrainablePipe):
     def _stored(self, model_bytes: bytes) -> bytes:
         """The stored ``model``: the settings and the model's bytes, with a sha256 over both."""
         return srsly.msgpack_dumps(
-            {"settings": self.cfg, "model": model_bytes, "sha256": _sha256(_canonical(self.cfg) + model_bytes)}
+            {"settings": self.cfg, "model": model_bytes, "sha256": _sha256(_canonical(self.cfg), model_bytes)}
         )
 
     def _unpack(self, data: bytes, source: str) -> bytes:
@@ -348,7 +350,7 @@ class ElmoComponent(TrainablePipe):
                 f"(expected the keys settings, model, sha256). {_SAVE_AGAIN}"
             )
         settings, model_bytes = stored["settings"], stored["model"]
-        if not isinstance(model_bytes, bytes) or stored["sha256"] != _sha256(_canonical(settings) + model_bytes):
+        if not isinstance(model_bytes, bytes) or stored["sha256"] != _sha256(_canonical(settings), model_bytes):
             raise ElmoWeightsError(f"{source} does not match its sha256 checksum: the file is corrupted. {_SAVE_AGAIN}")
         if not isinstance(settings, dict) or set(settings) != set(self.cfg):
             raise ElmoWeightsError(f"{source} holds other settings than {sorted(self.cfg)}. {_SAVE_AGAIN}")
@@ -431,17 +433,34 @@ def _canonical(value: Any) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False).encode("utf-8")
 
 
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+def _sha256(*parts: bytes) -> str:
+    """The sha256 of the parts' concatenation, without making it (a biLM is hundreds of MiB)."""
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part)
+    return digest.hexdigest()
+
+
+def _same_content(path: Path, data: bytes, chunk: int = 1 << 24) -> bool:
+    """Whether ``path`` holds exactly ``data``, read in chunks (a biLM's weights are hundreds
+    of MiB; reading the file whole would hold a second copy)."""
+    view = memoryview(data)
+    try:
+        if not path.is_file() or path.stat().st_size != len(data):
+            return False
+        with path.open("rb") as file:
+            for start in range(0, len(data), chunk):
+                if file.read(chunk) != view[start : start + chunk]:
+                    return False
+            return file.read(1) == b""
+    except OSError:
+        return False
 
 
 def write_if_changed(path: Path, data: bytes) -> bool:
     """Write ``data`` to ``path`` atomically unless the file already holds exactly ``data``;
     return whether it was written."""
-    try:
-        if path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data:
-            return False
-    except OSError:
-        pass
+    if _same_content(path, data):
+        return False
     write_bytes_atomic(path, data)
     return True
