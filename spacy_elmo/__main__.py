@@ -1,5 +1,5 @@
 """Command line: ``python -m spacy_elmo download NAME``, ``pretrain CONFIG OUTPUT_DIR``, ``embed INPUT OUTPUT``,
-``embed-merge OUT SHARD...``, ``init-config IN OUT`` and ``config NAME OUT``."""
+``embed-merge OUT SHARD...``, ``embed-seed FILE --weights W``, ``init-config IN OUT`` and ``config NAME OUT``."""
 
 import argparse
 import sys
@@ -21,6 +21,10 @@ def main(argv: Optional[List[str]] = None) -> int:
 
         run = embed_main if argv[0] == "embed" else merge_main
         return run(argv[1:], prog=f"python -m spacy_elmo {argv[0]}")
+    if argv and argv[0] == "embed-seed":
+        from .embed.seed_store import seed_main
+
+        return seed_main(argv[1:])
     if argv and argv[0] == "init-config":
         from .init_config import main as init_config_main
 
@@ -46,6 +50,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         "embed-merge",
         add_help=False,
         help="Merge the shard files of embed --shard I/N (python -m spacy_elmo embed-merge --help).",
+    )
+    commands.add_parser(
+        "embed-seed",
+        add_help=False,
+        help="Seed the training layer store from an embed --all file (python -m spacy_elmo embed-seed --help).",
     )
     commands.add_parser(
         "init-config",

@@ -368,3 +368,31 @@ def test_spacy_train_fills_the_store_once_and_a_second_run_reuses_it(model_dir, 
     assert _entry_files(store) == files
     assert sum(path.stat().st_mtime_ns > mtimes[path] for path in files) > 0  # read: marked used
     shutil.rmtree(store)
+
+
+def test_embed_output_seeds_the_store_so_training_never_runs_the_bilm(model_dir, tmp_path, monkeypatch):
+    from spacy_elmo.__main__ import main as cli_main
+    from spacy_elmo.embed import EmbedInputError, EmbedSettings, embed_corpus, load_bilm
+    from spacy_elmo.embed.seed_store import seed_layer_store
+
+    nlp = _nlp(model_dir, tmp_path / "store")
+    examples = _examples(nlp, n=10)
+    sequences = _sequences(examples)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(" ".join(s) for s in sequences) + "\n", encoding="utf-8")
+    embedded = tmp_path / "corpus.hdf5"
+    embed_corpus(corpus, embedded, load_bilm(str(model_dir)), EmbedSettings(), progress=False)
+    other = write_tiny_model(tmp_path / "other-weights", tiny_options(), seed=1)
+    with pytest.raises(EmbedInputError, match=r"corpus\.hdf5 was written by other weights"):
+        seed_layer_store(embedded, str(other), store_dir=tmp_path / "store")
+    assert cli_main(["embed-seed", str(embedded), "--weights", str(model_dir), "--store-dir", str(tmp_path / "store")]) == 0
+    calls = _count_runs(monkeypatch)
+    nlp.initialize(lambda: examples)
+    got = layer_module._frozen_forward(_bilm(nlp), sequences, is_train=True)
+    assert calls == []
+    for g, e in zip(got, _exact_layers(model_dir, sequences)):
+        _within_float16(g, e)
+    top = tmp_path / "top.hdf5"
+    embed_corpus(corpus, top, load_bilm(str(model_dir)), EmbedSettings(output_format="top"), progress=False)
+    with pytest.raises(EmbedInputError, match=r"top\.hdf5 holds output_format='top'"):
+        seed_layer_store(top, str(model_dir), store_dir=tmp_path / "store")
