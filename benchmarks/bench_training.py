@@ -1,5 +1,7 @@
-"""Training throughput of NER on ELMo: frozen with and without the layer cache, fine-tuned,
-and the baseline without ELMo, printed as a Markdown table.
+"""Training throughput of NER on ELMo: frozen with the layer store (a fresh one in the
+temporary directory, pre-filled by ``initialize``, so the timed epochs read it), with the
+memory cache alone and with neither, fine-tuned, and the baseline without ELMo, printed as a
+Markdown table. ``initialize`` is not timed: see ``bench_train_cli.py`` for whole runs.
 
 Each setting trains the repo's config (``configs/ner_elmo.cfg``, fine-tuned with
 ``components.elmo.frozen = false``, or ``ner_baseline.cfg``) with a hand-written ``nlp.update``
@@ -32,9 +34,15 @@ from spacy_elmo import ElmoBiLM
 
 REPO = Path(__file__).resolve().parents[1]
 
+STORE_OFF = {"components.elmo.model.layer_store": "off"}
 SETTINGS = {
-    "cached": ("frozen biLM, layer cache on (default)", "ner_elmo.cfg", {}),
-    "uncached": ("frozen biLM, layer cache off", "ner_elmo.cfg", {"components.elmo.model.layer_cache_mb": 0}),
+    "stored": ("frozen biLM, layer store pre-filled by initialize + layer cache (default)", "ner_elmo.cfg", {}),
+    "cached": ("frozen biLM, layer cache on, store off", "ner_elmo.cfg", STORE_OFF),
+    "uncached": (
+        "frozen biLM, layer cache and store off",
+        "ner_elmo.cfg",
+        {"components.elmo.model.layer_cache_mb": 0, **STORE_OFF},
+    ),
     "finetune": ("fine-tuned biLM", "ner_elmo.cfg", {"components.elmo.frozen": False}),
     "baseline": ("baseline, no ELMo", "ner_baseline.cfg", {}),
 }
@@ -77,7 +85,8 @@ def words_per_second(
 ) -> List[float]:
     config = spacy.util.load_config(REPO / "configs" / config_name)
     if "elmo" in config["nlp"]["pipeline"]:
-        overrides = {"components.elmo.model.weights": str(model_dir), **overrides}
+        store = {"components.elmo.model.layer_store_dir": str(model_dir.parent / "layer-store")}
+        overrides = {"components.elmo.model.weights": str(model_dir), **store, **overrides}
     nlp = spacy.util.load_model_from_config(config.merge(spacy.util.dot_to_dict(overrides)), auto_fill=True)
     docs = list(DocBin().from_disk(corpus).get_docs(nlp.vocab))
     examples = [Example(nlp.make_doc(doc.text), doc) for doc in docs]

@@ -396,3 +396,14 @@ def test_embed_output_seeds_the_store_so_training_never_runs_the_bilm(model_dir,
     embed_corpus(corpus, top, load_bilm(str(model_dir)), EmbedSettings(output_format="top"), progress=False)
     with pytest.raises(EmbedInputError, match=r"top\.hdf5 holds output_format='top'"):
         seed_layer_store(top, str(model_dir), store_dir=tmp_path / "store")
+
+
+def test_prefill_batches_are_bounded_by_max_batch_tokens(model_dir, tmp_path, monkeypatch):
+    nlp = _nlp(model_dir, tmp_path / "store", max_batch_tokens=48)
+    examples = _examples(nlp, n=30)
+    calls = _count_runs(monkeypatch)
+    nlp.initialize(lambda: examples)
+    assert len(calls) > 1
+    for batch in calls:
+        assert len(batch) == 1 or len(batch) * max(len(s) for s in batch) <= 48
+    assert {tuple(s) for batch in calls for s in batch} == {tuple(s) for s in _sequences(examples)}

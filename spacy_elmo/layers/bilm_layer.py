@@ -432,12 +432,13 @@ def prefill(model: Model, sequences: Sequence[Sequence[str]], *, progress: bool 
         todo.sort(key=lambda item: len(item[1]), reverse=True)
         counts.update(sequences=len(distinct), stored=len(distinct) - len(todo), computed=len(todo))
         counts["tokens"] = sum(len(tokens) for _, tokens in todo)
-        chunk_tokens = 8 * model.attrs["max_batch_tokens"]
+        max_tokens = model.attrs["max_batch_tokens"]
         with tqdm(total=counts["tokens"], unit="tok", desc="ELMo layers", disable=None if progress else True) as bar:
             start = 0
             while start < len(todo):
                 end, size = start, 0
-                while end < len(todo) and (end == start or size + len(todo[end][1]) <= chunk_tokens):
+                longest = len(todo[start][1])
+                while end < len(todo) and (end == start or (end - start + 1) * longest <= max_tokens):
                     size += len(todo[end][1])
                     end += 1
                 chunk = todo[start:end]
