@@ -193,6 +193,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     weights = make_weights(args.shared, workdir, args.arch) if "elmo" in args.settings else None
     paths = ["--paths.train", str(train), "--paths.dev", str(dev)]
     load = os.getloadavg()
+    code_version = commit()
     rows = []
     for threads in (int(t) for t in args.threads.split(",")):
         baseline_wall: Dict[int, float] = {}
@@ -217,7 +218,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     print(
         f"{now} · {machine()} · load average at start {load[0]:.1f} · Python {platform.python_version()} · "
-        f"spaCy {spacy.__version__} · commit {commit()}\n"
+        f"spaCy {spacy.__version__} · commit {code_version}\n"
     )
     print(f"Command: `{shlex.join(['python', 'benchmarks/bench_train_cli.py', *(argv or sys.argv[1:])])}`\n")
     print(

@@ -102,7 +102,8 @@ class ElmoShim(PyTorchShim):
             return
         with self.lock:
             if self._model is None:
-                bilm = load_bilm(self.cfg, setting=self.setting).to(get_torch_default_device())
+                with large_allocations_returned():  # the file's arrays are copied once, then dropped
+                    bilm = load_bilm(self.cfg, setting=self.setting).to(get_torch_default_device())
                 bilm.to_precision(self.precision, setting=self.setting("precision"))
                 bilm.eval()
                 self._model = bilm
@@ -414,7 +415,8 @@ def _reused_layers(
 def prefill(model: Model, sequences: Sequence[Sequence[str]], *, progress: bool = True) -> Dict[str, int]:
     """Compute and store the layers of every sequence not yet in the layer store, in batches of
     ``max_batch_tokens`` (the biLM's fastest, whatever the training batch), so that training
-    reads them all from the store. Does nothing unless the layer is frozen and its store is
+    reads them all from the store. The batches' activations are handed back to the system
+    afterwards, even under ``keep_freed_memory``: training never needs that much again. Does nothing unless the layer is frozen and its store is
     on for training. Returns counts: ``sequences`` (distinct), ``stored`` (found),
     ``computed``, ``not_stored`` (computed but not kept: the bound or the disk), ``tokens`` computed.
     """
@@ -433,7 +435,10 @@ def prefill(model: Model, sequences: Sequence[Sequence[str]], *, progress: bool 
         counts.update(sequences=len(distinct), stored=len(distinct) - len(todo), computed=len(todo))
         counts["tokens"] = sum(len(tokens) for _, tokens in todo)
         max_tokens = model.attrs["max_batch_tokens"]
-        with tqdm(total=counts["tokens"], unit="tok", desc="ELMo layers", disable=None if progress else True) as bar:
+        with (
+            large_allocations_returned(),
+            tqdm(total=counts["tokens"], unit="tok", desc="ELMo layers", disable=None if progress else True) as bar,
+        ):
             start = 0
             while start < len(todo):
                 end, size = start, 0
