@@ -55,14 +55,15 @@ def epoch_clock() -> Callable[[Any, Dict[str, Any]], None]:
 
 
 @registry.callbacks("spacy-elmo-bench.save_clock.v1")
-def save_clock() -> Callable[[Any], Any]:
-    """A ``before_to_disk`` callback writing the time of each save (the last is the final one)."""
+def save_clock(inner: Optional[Callable[[Any], Any]] = None) -> Callable[[Any], Any]:
+    """A ``before_to_disk`` callback writing the time of each save (the last is the final one),
+    then calling the config's own ``before_to_disk`` (``inner``) unchanged."""
     path = Path(os.environ[CLOCK_ENV])
 
     def before_to_disk(nlp: Any) -> Any:
         with path.open("a", encoding="utf-8") as file:
             file.write(json.dumps({"event": "save", "time": time.time()}) + "\n")
-        return nlp
+        return inner(nlp) if inner is not None else nlp
 
     return before_to_disk
 
@@ -116,6 +117,12 @@ def directory_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.exists() else 0
 
 
+def _wrapped_before_to_disk(config: Path) -> Dict[str, Any]:
+    """The save clock around the config's own ``[training.before_to_disk]`` (kept as it is)."""
+    inner = spacy.util.load_config(config, interpolate=False)["training"].get("before_to_disk")
+    return {"@callbacks": "spacy-elmo-bench.save_clock.v1", **({"inner": dict(inner)} if inner else {})}
+
+
 def train_once(
     config: Path, overrides: List[str], workdir: Path, label: str, threads: int, seed: int, epochs: int, words: int
 ) -> Dict[str, Any]:
@@ -131,7 +138,7 @@ def train_once(
         "--code", str(Path(__file__).resolve()),
         "--training.max_epochs", str(epochs), "--training.max_steps", "0", "--training.seed", str(seed),
         "--training.before_update", '{"@callbacks": "spacy-elmo-bench.epoch_clock.v1"}',
-        "--training.before_to_disk", '{"@callbacks": "spacy-elmo-bench.save_clock.v1"}',
+        "--training.before_to_disk", json.dumps(_wrapped_before_to_disk(config)),
         *overrides,
     ]  # fmt: skip
     log = (workdir / f"log-{label}.txt").open("w", encoding="utf-8")
