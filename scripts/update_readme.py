@@ -24,6 +24,7 @@ BLOCK_PAGES: Dict[str, str] = {
     "experiments": "docs/accuracy.md",
     "inference-benchmark": "docs/speed.md",
     "training-benchmark": "docs/speed.md",
+    "train-cli-benchmark": "docs/speed.md",
 }
 """The page of each generated block, relative to the repository root."""
 
