@@ -372,7 +372,7 @@ def test_spacy_train_fills_the_store_once_and_a_second_run_reuses_it(model_dir, 
 
 def test_embed_output_seeds_the_store_so_training_never_runs_the_bilm(model_dir, tmp_path, monkeypatch):
     from spacy_elmo.__main__ import main as cli_main
-    from spacy_elmo.embed import EmbedInputError, EmbedSettings, embed_corpus, load_bilm
+    from spacy_elmo.embed import EmbedInputError, EmbedSettings, embed_corpus, load_embedding_bilm
     from spacy_elmo.embed.seed_store import seed_layer_store
 
     nlp = _nlp(model_dir, tmp_path / "store")
@@ -381,7 +381,7 @@ def test_embed_output_seeds_the_store_so_training_never_runs_the_bilm(model_dir,
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(" ".join(s) for s in sequences) + "\n", encoding="utf-8")
     embedded = tmp_path / "corpus.hdf5"
-    embed_corpus(corpus, embedded, load_bilm(str(model_dir)), EmbedSettings(), progress=False)
+    embed_corpus(corpus, embedded, load_embedding_bilm(str(model_dir)), EmbedSettings(), progress=False)
     other = write_tiny_model(tmp_path / "other-weights", tiny_options(), seed=1)
     with pytest.raises(EmbedInputError, match=r"corpus\.hdf5 was written by other weights"):
         seed_layer_store(embedded, str(other), store_dir=tmp_path / "store")
@@ -393,7 +393,7 @@ def test_embed_output_seeds_the_store_so_training_never_runs_the_bilm(model_dir,
     for g, e in zip(got, _exact_layers(model_dir, sequences)):
         _within_float16(g, e)
     top = tmp_path / "top.hdf5"
-    embed_corpus(corpus, top, load_bilm(str(model_dir)), EmbedSettings(output_format="top"), progress=False)
+    embed_corpus(corpus, top, load_embedding_bilm(str(model_dir)), EmbedSettings(output_format="top"), progress=False)
     with pytest.raises(EmbedInputError, match=r"top\.hdf5 holds output_format='top'"):
         seed_layer_store(top, str(model_dir), store_dir=tmp_path / "store")
 

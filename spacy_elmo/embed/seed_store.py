@@ -22,7 +22,7 @@ from ..errors import ElmoError
 from ..layers.layer_store import LayerStore, bilm_fingerprint, default_store_dir, sequence_key
 from ..layers.settings import LAYER_DEFAULTS
 from .corpus import make_tokenizer
-from .embedder import load_bilm, model_fingerprint
+from .embedder import load_embedding_bilm, model_fingerprint
 from .errors import EmbedInputError
 from .layout import line_keys, read_metadata, read_sentence_to_index
 
@@ -41,7 +41,7 @@ def seed_layer_store(
     ``precision``); returns counts: ``stored``, ``skipped`` (empty lines, lines read in pieces),
     ``not_stored`` (the store's bound or disk)."""
     path = Path(path)
-    bilm = load_bilm(weights, options).to_precision(precision, setting="--precision")
+    bilm = load_embedding_bilm(weights, options).to_precision(precision, setting="--precision")
     counts = {"stored": 0, "skipped": 0, "not_stored": 0}
     try:
         h5 = h5py.File(path, "r")
