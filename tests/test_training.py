@@ -387,3 +387,16 @@ def test_replaced_listeners_keep_every_mix_setting_in_the_saved_config(model_dir
     loaded = spacy.load(tmp_path / "standalone")
     for got, want in zip(tok2vec_outputs(loaded), expected):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_vectors_configs_are_their_base_configs_with_vectors():
+    """The *_vectors configs are written by scripts/vectors_configs.py from their base configs,
+    so a change to a base config reaches them (run the script after editing one)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("vectors_configs", REPO / "scripts" / "vectors_configs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for base in module.BASES:
+        expected = module.vectors_config((REPO / "configs" / f"{base}.cfg").read_text(encoding="utf-8"), base)
+        assert (REPO / "configs" / f"{base}_vectors.cfg").read_text(encoding="utf-8") == expected, base
