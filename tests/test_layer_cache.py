@@ -96,3 +96,53 @@ def test_loading_other_weights_empties_the_layer_cache(model_dir):
     assert len(_cache(bilm_layer)) > 0
     elmo.from_bytes(elmo.to_bytes())
     assert len(_cache(bilm_layer)) == 0
+
+
+def test_the_cache_evicts_least_recently_used_entries_within_its_byte_bound():
+    from spacy_elmo.layers.layer_cache import LayerCache
+
+    entry = np.zeros((3, 4, 8), dtype=np.float32)  # 384 bytes
+    cache = LayerCache(max_bytes=3 * entry.nbytes)
+    for key in "abc":
+        cache.put(key, entry + ord(key))
+    assert cache.get("a") is not None  # "a" is now the most recently used
+    cache.put("d", entry)
+    assert len(cache) == 3 and cache.n_bytes == 3 * entry.nbytes
+    assert cache.get("b") is None and cache.get("a") is not None and cache.get("d") is not None
+    cache.put("huge", np.zeros((3, 100, 8), dtype=np.float32))  # larger than the bound: not kept
+    assert cache.get("huge") is None and cache.n_bytes <= cache.max_bytes
+
+
+def test_threads_share_a_cache_filled_in_training(model_dir):
+    """After training filled the cache, four threads calling the pipeline read it (hits rise)
+    and get exactly the vectors the single-threaded reads gave."""
+    import threading
+
+    nlp = spacy.blank("en")
+    nlp.add_pipe("elmo", config={"model": {"weights": str(model_dir), "layer_cache_mb": 64, "layer_store": "off"}})
+    texts = [f"text number {i} about the bank" for i in range(12)]
+    layer = nlp.get_pipe("elmo").model.get_ref("bilm")
+    from spacy_elmo.layers.bilm_layer import layer_cache
+
+    layer.begin_update([[token.text for token in nlp.make_doc(t)] for t in texts])  # a training forward fills the cache
+    cache = layer_cache(layer)
+    assert cache.filled_in_training and len(cache) == len(texts)
+    expected = {t: nlp(t)._.elmo_layers for t in texts}
+    hits = cache.hits
+    results, errors = [], []
+
+    def work(k: int) -> None:
+        try:
+            results.extend((t, nlp(t)._.elmo_layers) for t in texts[k::2] + texts[::-1])
+        except BaseException as err:
+            errors.append(err)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors and len(results) == sum(len(texts[k::2]) + len(texts) for k in range(4))
+    assert cache.hits - hits >= len(results)
+    for text, layers in results:
+        np.testing.assert_array_equal(layers, expected[text])
