@@ -11,6 +11,7 @@ import json
 import os
 import random
 import shutil
+import threading
 from pathlib import Path
 from typing import Dict, List, Tuple
 
@@ -232,3 +233,24 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def run_threads(n_threads: int, work) -> None:
+    """Run ``work(k)`` in ``n_threads`` threads started together; re-raise the first error here."""
+    errors: List[BaseException] = []
+    start = threading.Barrier(n_threads)
+
+    def target(k: int) -> None:
+        try:
+            start.wait()
+            work(k)
+        except BaseException as err:  # re-raised in the main thread
+            errors.append(err)
+
+    threads = [threading.Thread(target=target, args=(k,)) for k in range(n_threads)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]

@@ -7,7 +7,6 @@ token cache off and on, through the component's own batching (``nlp.pipe`` batch
 """
 
 import random
-import threading
 from pathlib import Path
 from typing import Dict, List
 
@@ -17,6 +16,7 @@ import pytest
 import spacy
 import torch
 
+from conftest import run_threads
 from spacy_elmo import ElmoBiLM
 from spacy_elmo.__main__ import main as cli_main
 from spacy_elmo.bilm.inference_precision import int8_engine
@@ -86,23 +86,12 @@ def test_threads_and_pipe_batching_within_bound(model_dir, precision):
             assert np.abs(doc._.elmo_layers - reference[text]).max() <= bound
 
     results: Dict[int, List] = {k: [] for k in range(4)}
-    errors: List[BaseException] = []
-    start = threading.Barrier(4)
 
     def work(k: int) -> None:
-        try:
-            start.wait()
-            for text in random.Random(k).sample(texts, len(texts)):
-                results[k].append((text, nlp(text)._.elmo_layers))
-        except BaseException as err:
-            errors.append(err)
+        for text in random.Random(k).sample(texts, len(texts)):
+            results[k].append((text, nlp(text)._.elmo_layers))
 
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not errors
+    run_threads(4, work)
     assert sum(map(len, results.values())) == 4 * len(texts)
     for text, layers in (item for result in results.values() for item in result):
         assert np.abs(layers - reference[text]).max() <= bound

@@ -116,7 +116,7 @@ def test_the_cache_evicts_least_recently_used_entries_within_its_byte_bound():
 def test_threads_share_a_cache_filled_in_training(model_dir):
     """After training filled the cache, four threads calling the pipeline read it (hits rise)
     and get exactly the vectors the single-threaded reads gave."""
-    import threading
+    from conftest import run_threads
 
     nlp = spacy.blank("en")
     nlp.add_pipe("elmo", config={"model": {"weights": str(model_dir), "layer_cache_mb": 64, "layer_store": "off"}})
@@ -129,20 +129,13 @@ def test_threads_share_a_cache_filled_in_training(model_dir):
     assert cache.filled_in_training and len(cache) == len(texts)
     expected = {t: nlp(t)._.elmo_layers for t in texts}
     hits = cache.hits
-    results, errors = [], []
+    results = []
 
     def work(k: int) -> None:
-        try:
-            results.extend((t, nlp(t)._.elmo_layers) for t in texts[k::2] + texts[::-1])
-        except BaseException as err:
-            errors.append(err)
+        results.extend((t, nlp(t)._.elmo_layers) for t in texts[k::2] + texts[::-1])
 
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not errors and len(results) == sum(len(texts[k::2]) + len(texts) for k in range(4))
+    run_threads(4, work)
+    assert len(results) == sum(len(texts[k::2]) + len(texts) for k in range(4))
     assert cache.hits - hits >= len(results)
     for text, layers in results:
         np.testing.assert_array_equal(layers, expected[text])

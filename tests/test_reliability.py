@@ -15,7 +15,7 @@ import spacy
 import srsly
 import torch
 
-from conftest import TINY_OPTIONS
+from conftest import TINY_OPTIONS, run_threads
 from spacy_elmo import ElmoBiLM, ElmoOptionsError, ElmoWeightsError
 from spacy_elmo.bilm.options import ElmoOptions
 from spacy_elmo.bilm.weights_io import read_weights, write_weights
@@ -61,26 +61,6 @@ def random_texts(n: int, n_words: int, seed: int, max_length: int = 6) -> List[s
     rng = random.Random(seed)
     vocabulary = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(1, 12))) for _ in range(n_words)]
     return [" ".join(rng.choice(vocabulary) for _ in range(rng.randint(1, max_length))) for _ in range(n)]
-
-
-def run_threads(n_threads: int, work) -> None:
-    errors: List[BaseException] = []
-    start = threading.Barrier(n_threads)
-
-    def target(k: int) -> None:
-        try:
-            start.wait()
-            work(k)
-        except BaseException as err:  # re-raised in the main thread
-            errors.append(err)
-
-    threads = [threading.Thread(target=target, args=(k,)) for k in range(n_threads)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise errors[0]
 
 
 # ---------------------------------------------------------------------------- threads
