@@ -222,16 +222,22 @@ def _checksum(options: bytes, weights: bytes) -> str:
     return digest.hexdigest()
 
 
+def msgpack_or_error(data: Any, message: Callable[[str], str]) -> Any:
+    """``data`` decoded from msgpack; damage is an :class:`ElmoWeightsError` whose text is
+    ``message(reason)`` (msgpack raises many unrelated types for damaged input)."""
+    try:
+        return srsly.msgpack_loads(data)
+    except Exception as err:
+        raise ElmoWeightsError(message(f"{type(err).__name__}: {err}")) from None
+
+
 def verified_bilm_data(data: Any, source: str = SERIALIZED_SOURCE) -> Dict[str, bytes]:
     """The ``{"options", "weights"}`` of a serialized biLM, after checking it is complete and
     matches the sha256 stored with it."""
-    try:
-        decoded = srsly.msgpack_loads(data)
-    except Exception as err:  # msgpack raises many unrelated types for damaged input
-        raise ElmoWeightsError(
-            f"{source}: the stored biLM cannot be decoded ({type(err).__name__}: {err}): the data "
-            f"is truncated or corrupted. {_RESAVE}"
-        ) from None
+    decoded = msgpack_or_error(
+        data,
+        lambda reason: f"{source}: the stored biLM cannot be decoded ({reason}): the data is truncated or corrupted. {_RESAVE}",
+    )
     missing = [key for key in ("options", "weights") if not isinstance(decoded, dict) or key not in decoded]
     if missing:
         raise ElmoWeightsError(

@@ -20,7 +20,7 @@ from wasabi import msg
 from ..bilm.memory import large_allocations_returned
 from ..errors import ElmoError, ElmoOptionsError, ElmoWeightsError
 from ..files import write_bytes_atomic
-from ..layers.bilm_layer import elmo_shim, serialized_source
+from ..layers.bilm_layer import elmo_shim, msgpack_or_error, serialized_source
 from .architectures import ELMO_BILM, default_model_config
 from .doc_pieces import prefill_docs
 from .extensions import LAYERS_ATTR, install_extensions
@@ -302,13 +302,12 @@ class ElmoComponent(TrainablePipe):
 
     def from_bytes(self, bytes_data: bytes, *, exclude: Iterable[str] = ()) -> "ElmoComponent":
         where = f"the '{self.name}' component's bytes"
-        try:
-            data = srsly.msgpack_loads(bytes_data)
-        except Exception as err:  # msgpack raises many unrelated types for damaged input
-            raise ElmoWeightsError(
-                f"{where} cannot be decoded ({type(err).__name__}: {err}): they are truncated or corrupted. "
-                f"Serialize the pipeline again."
-            ) from None
+        data = msgpack_or_error(
+            bytes_data,
+            lambda reason: (
+                f"{where} cannot be decoded ({reason}): they are truncated or corrupted. Serialize the pipeline again."
+            ),
+        )
         if not isinstance(data, dict):
             raise ElmoWeightsError(f"{where} are not a serialized component. Serialize the pipeline again.")
         if "vocab" not in exclude and "vocab" in data:
@@ -337,13 +336,13 @@ class ElmoComponent(TrainablePipe):
         loading config, so a load-time override (``spacy.load(path, config=...)``) applies and
         ``nlp.config`` always tells what the component does.
         """
-        try:
-            stored = srsly.msgpack_loads(data)
-        except Exception as err:  # msgpack raises many unrelated types for damaged input
-            raise ElmoWeightsError(
-                f"{source} cannot be decoded ({type(err).__name__}: {err}): it is truncated or corrupted "
+        stored = msgpack_or_error(
+            data,
+            lambda reason: (
+                f"{source} cannot be decoded ({reason}): it is truncated or corrupted "
                 f"(a process killed while writing it, a partial copy or download). {_SAVE_AGAIN}"
-            ) from None
+            ),
+        )
         if not isinstance(stored, dict) or set(stored) != {"settings", "model", "sha256"}:
             raise ElmoWeightsError(
                 f"{source} is not the stored biLM of an 'elmo' component saved by this version of spacy-elmo "
