@@ -3,8 +3,8 @@
 The reference (``elmoformanylangs``) lives in its own environment, so the script runs in two
 interpreters: this project's for spacy_elmo, and ``--reference-python`` for the reference.
 
-    python benchmarks/bench_manylangs.py make /tmp/manylangs_bench          # random model, published shape
-    python benchmarks/bench_manylangs.py compare /tmp/manylangs_bench --reference-python ~/efml/bin/python
+    python benchmarks/bench_manylangs.py make ../manylangs-bench          # random model, published shape
+    python benchmarks/bench_manylangs.py compare ../manylangs-bench --reference-python ../efml/bin/python
 
 Protocol: the published network (LSTM 4096, projection 512, char CNN with 2048 filters,
 word_dim 100, char_dim 50) with random weights (normal, scaled by 1/sqrt(fan-in)); lexicons
