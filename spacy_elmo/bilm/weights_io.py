@@ -184,14 +184,8 @@ def _check_finite(array: np.ndarray, name: str, source: str, unreadable_fix: str
 def _check_nothing_unused(h5: h5py.File, expected: Dict[str, Tuple[int, ...]], options: ElmoOptions, source: str) -> None:
     """Raise for a dataset the options do not use: the options leave out part of the model
     (too few highway layers, filter banks or LSTM layers), so its outputs would be wrong."""
-    names: List[str] = []
-
-    def visit(name: str, node: Any) -> None:
-        if isinstance(node, h5py.Dataset) and name not in expected:
-            names.append(name)
-
     try:
-        h5.visititems(visit)
+        names = [name for name in _dataset_names(h5) if name not in expected]
     except _H5_ERRORS as err:
         raise ElmoWeightsError(f"{source}: its datasets cannot be listed ({_short(err)}): the file is corrupted.") from None
     if not names:
@@ -286,25 +280,24 @@ def _shape_origin(name: str, options: ElmoOptions) -> str:
     return f"{layers}; lstm.dim={H}; lstm.projection_dim={P}"
 
 
+def _dataset_names(h5: h5py.File) -> List[str]:
+    """Every dataset's path in the file (h5py's errors propagate: a damaged file may not list)."""
+    names: List[str] = []
+    h5.visititems(lambda name, node: names.append(name) if isinstance(node, h5py.Dataset) else None)
+    return names
+
+
 def _holds_datasets(h5: h5py.File) -> bool:
-    found: List[str] = []
     try:
-        h5.visititems(lambda name, node: found.append(name) if isinstance(node, h5py.Dataset) else None)
+        return bool(_dataset_names(h5))
     except _H5_ERRORS:
         return False
-    return bool(found)
 
 
 def _present(h5: h5py.File, limit: int = 5) -> str:
     """A short list of the datasets a file does hold, for 'missing dataset' messages."""
-    names: List[str] = []
-
-    def visit(name: str, node: Any) -> None:
-        if isinstance(node, h5py.Dataset):
-            names.append(name)
-
     try:
-        h5.visititems(visit)
+        names = _dataset_names(h5)
     except _H5_ERRORS:
         return "datasets that cannot be listed (corrupted file)"
     if not names:
