@@ -747,3 +747,28 @@ def test_sigterm_before_the_first_step_exits_130_with_one_line(corpus, tmp_path,
     assert len(lines) == 1 and lines[0].startswith("interrupted: stopped by SIGTERM outside a training step")
     assert ("run the same command again to continue" in lines[0]) == resume
     assert ("--overwrite" in lines[0]) != resume
+
+
+WORKER_WITH_TEARDOWN_MARK = """
+import atexit, sys
+from spacy_elmo.pretrain import cli
+
+atexit.register(lambda: print("python teardown ran", file=sys.stderr))
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("under_torchrun", [False, True])
+def test_a_torchrun_worker_ends_with_its_code_and_skips_python_teardown(tmp_path, under_torchrun):
+    """Gloo's threads can abort Python's teardown after a finished run (SIGABRT, a 'failed' torchrun
+    run): a worker leaves with its exit code and its messages flushed, before that teardown."""
+    env = one_thread_env()
+    if under_torchrun:
+        env.update(WORLD_SIZE="2", RANK="1", LOCAL_RANK="1")
+    args = [str(tmp_path / "missing.cfg"), str(tmp_path / "out")]
+    result = subprocess.run(
+        [sys.executable, "-c", WORKER_WITH_TEARDOWN_MARK, *args], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.startswith("error:") and "missing.cfg" in result.stderr
+    assert ("python teardown ran" in result.stderr) != under_torchrun

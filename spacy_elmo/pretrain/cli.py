@@ -72,7 +72,19 @@ def _stopped_before_training(by: str, resume: bool) -> str:
 
 
 def main(argv: Optional[List[str]] = None, prog: str = "python -m spacy_elmo pretrain") -> int:
-    """Parse the command line, run :func:`spacy_elmo.pretrain.pretrain`; 0 on success, 1 on a reported error, 130 on Ctrl-C or SIGTERM."""
+    """Parse the command line, run :func:`spacy_elmo.pretrain.pretrain`; 0 on success, 1 on a reported error, 130 on Ctrl-C or SIGTERM.
+
+    Under torchrun the process ends here with that code (:func:`exit_worker`) rather than returning.
+    """
+    code = _run(argv, prog)
+    from .distributed import exit_worker, started_by_torchrun
+
+    if started_by_torchrun():
+        exit_worker(code)
+    return code
+
+
+def _run(argv: Optional[List[str]], prog: str) -> int:
     parser = build_parser(prog)
     args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     try:

@@ -8,8 +8,9 @@ weights are broadcast) and stay identical because they apply identical updates.
 
 import hashlib
 import os
+import sys
 from dataclasses import dataclass
-from typing import Any, Iterable, List, Optional
+from typing import Any, Iterable, List, NoReturn, Optional
 
 import torch
 import torch.distributed as dist
@@ -47,9 +48,27 @@ def select_device(gpu_id: Optional[int], local_rank: int) -> torch.device:
         if gpu_id is not None:
             raise PretrainConfigError(f"--gpu-id {gpu_id} was given but CUDA is not available; use --gpu-id -1 for the CPU.")
         return torch.device("cpu")
-    index = local_rank if int(os.environ.get("WORLD_SIZE", "1")) > 1 else (gpu_id or 0)
+    index = local_rank if started_by_torchrun() else (gpu_id or 0)
     torch.cuda.set_device(index)
     return torch.device("cuda", index)
+
+
+def started_by_torchrun() -> bool:
+    """Whether this process is one of several that torchrun started (``WORLD_SIZE`` > 1)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def exit_worker(code: int) -> NoReturn:
+    """End a torchrun worker with ``code`` once its work is done, skipping the interpreter's teardown.
+
+    By then the process group is destroyed and every file this run writes is closed. What is
+    left is Python's finalization, in which gloo's worker threads can abort a finished run
+    ("terminate called without an active exception", SIGABRT: torchrun then reports the run as
+    failed, and stops the other workers). See docs/pretraining.md.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def init_distributed(gpu_id: Optional[int]) -> DistContext:
