@@ -181,6 +181,9 @@ def run(
     vectors: Optional[str] = typer.Option(
         None, help="[paths] vectors (a spaCy vectors directory) for configs that use static vectors"
     ),
+    init_tok2vec: Optional[str] = typer.Option(
+        None, help="[paths] init_tok2vec (spacy pretrain weights) for configs with a [pretraining] block"
+    ),
     lang: str = typer.Option("en", help="Language of the corpora"),
     gpu_id: int = typer.Option(-1, help="GPU id, -1 for the CPU"),
 ) -> None:
@@ -213,6 +216,7 @@ def run(
                     "train_words": words,
                     "bilm": bilm if "elmo" in spacy.util.load_config(config_path)["components"] else None,
                     **({"vectors": vectors} if vectors and _uses_static_vectors(config_path) else {}),
+                    **({"init_tok2vec": init_tok2vec} if init_tok2vec and _uses_init_tok2vec(config_path) else {}),
                 }
                 result_path = out_dir / f"{task}.{system}.f{label}.seed{seed}.json"
                 if result_path.is_file() and _same_settings(result_path, settings):
@@ -227,6 +231,11 @@ def run(
 def _uses_static_vectors(config_path: Path) -> bool:
     """Whether a config's text turns static vectors on (a MultiHashEmbed with include_static_vectors = true)."""
     return "include_static_vectors = true" in config_path.read_text(encoding="utf-8")
+
+
+def _uses_init_tok2vec(config_path: Path) -> bool:
+    """Whether a config starts a tok2vec component from ``spacy pretrain`` weights (it has a [pretraining] block)."""
+    return bool(spacy.util.load_config(config_path).get("pretraining"))
 
 
 def _same_settings(path: Path, settings: Dict[str, Any]) -> bool:
@@ -255,6 +264,7 @@ def _run_in_subprocess(
             "training.eval_frequency": settings["eval_frequency"],
             **({"components.elmo.model.weights": settings["bilm"]} if settings["bilm"] else {}),
             **({"paths.vectors": settings["vectors"]} if settings.get("vectors") else {}),
+            **({"paths.init_tok2vec": settings["init_tok2vec"]} if settings.get("init_tok2vec") else {}),
         },
     }
     subprocess.run([sys.executable, __file__, "one", json.dumps(job)], check=True)

@@ -14,6 +14,9 @@ from .errors import ElmoError
 DESCRIPTIONS = {
     "ner_elmo": "NER on the frozen ELMo biLM (its own learned layer mix) and spaCy's embeddings",
     "ner_baseline": "the same NER without ELMo (spaCy's CNN tok2vec)",
+    "ner_elmo_vectors": "ner_elmo plus floret static vectors (needs --paths.vectors)",
+    "ner_baseline_vectors": "ner_baseline plus floret static vectors (needs --paths.vectors)",
+    "ner_baseline_pretrain": "ner_baseline started from spacy pretrain weights (needs --paths.init_tok2vec)",
     "textcat_elmo": "exclusive-class textcat on ELMo: bag of words + ELMo tok2vec ensemble",
     "textcat_baseline": "the same textcat without ELMo",
     "pretrain_small": "biLM pretraining, the shipped default biLM's architecture (3.0M parameters)",
@@ -63,14 +66,14 @@ def main(argv: Optional[List[str]] = None, prog: str = "python -m spacy_elmo con
         prog=prog,
         description="Write a config shipped with spacy-elmo to a file, to train with or to edit.",
     )
-    parser.add_argument("name", nargs="?", help="which config: " + ", ".join(sorted(DESCRIPTIONS)))
+    parser.add_argument("name", nargs="?", help="which config: " + ", ".join(config_names()))
     parser.add_argument("output", nargs="?", type=Path, help="the file to write (or a directory: NAME.cfg inside it)")
     parser.add_argument("--list", action="store_true", help="list the shipped configs and exit")
     parser.add_argument("--force", action="store_true", help="replace an existing file")
     args = parser.parse_args(argv)
     if args.list or args.name is None:
         for name in config_names():
-            print(f"{name:18} {DESCRIPTIONS.get(name, '')}")
+            print(f"{name:22} {DESCRIPTIONS[name]}")
         return 0
     if args.output is None:
         parser.error("pass the file to write, e.g. ner_elmo.cfg")

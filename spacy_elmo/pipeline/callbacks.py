@@ -1,7 +1,9 @@
 """Registered callbacks a training config opts into.
 
 ``spacy-elmo.require_vectors.v1`` (``[initialize.before_init]``) stops a config that uses static
-vectors when none were given, with the setting to pass, instead of an IndexError deep in spaCy.
+vectors when none were given, with the setting to pass, instead of an IndexError deep in spaCy;
+``spacy-elmo.require_init_tok2vec.v1`` stops a config meant for ``spacy pretrain`` weights when
+none were given, instead of training from random weights as if nothing were missing.
 
 ``spacy-elmo.atomic_saves.v1`` makes ``spacy train``'s saves survive ``kill -9``: see
 :func:`create_atomic_saves`.
@@ -146,3 +148,22 @@ def create_require_vectors(also: Optional[Callable[[Language], Language]] = None
         return also(nlp) if also is not None else nlp
 
     return require_vectors
+
+
+@registry.callbacks("spacy-elmo.require_init_tok2vec.v1")
+def create_require_init_tok2vec(also: Optional[Callable[[Language], Language]] = None) -> Callable[[Language], Language]:
+    """An ``[initialize.before_init]`` callback: an error naming ``[paths] init_tok2vec`` when a
+    config built around ``spacy pretrain`` weights is initialized without them. ``also`` as in
+    ``spacy-elmo.require_vectors.v1``."""
+
+    def require_init_tok2vec(nlp: Language) -> Language:
+        if nlp.config.interpolate()["initialize"].get("init_tok2vec") is None:
+            raise ElmoConfigError(
+                "This config starts its tok2vec from 'spacy pretrain' weights but [paths] init_tok2vec is not set: "
+                "pass --paths.init_tok2vec FILE, a model*.bin written by 'python -m spacy pretrain' with this "
+                "config's [pretraining] block (the project's 'tok2vec-pretrain' step makes one), or use the "
+                "config without '_pretrain'."
+            )
+        return also(nlp) if also is not None else nlp
+
+    return require_init_tok2vec
