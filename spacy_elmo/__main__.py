@@ -5,7 +5,8 @@ import argparse
 import sys
 from typing import List, Optional
 
-from .bilm.pretrained import PUBLISHED_MODELS, download_model
+from .bilm import manylangs_models
+from .bilm.pretrained import PUBLISHED_MODELS, download_named
 from .errors import ElmoError
 
 
@@ -36,7 +37,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m spacy_elmo", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     download = commands.add_parser("download", help="Download a published biLM into the cache.")
-    download.add_argument("name", choices=sorted(PUBLISHED_MODELS), help="published model name")
+    download.add_argument(
+        "name",
+        nargs="?",
+        help=f"a published AllenNLP model ({', '.join(sorted(PUBLISHED_MODELS))}) or an ELMoForManyLangs "
+        f"language model, {manylangs_models.PREFIX}CODE (e.g. {manylangs_models.PREFIX}de; --list shows the languages)",
+    )
+    download.add_argument("--list", action="store_true", help="list the names that can be downloaded and exit")
     download.add_argument("--cache-dir", default=None, help="cache directory (default: $SPACY_ELMO_CACHE or ~/.cache/spacy_elmo)")
     commands.add_parser(
         "pretrain",
@@ -67,8 +74,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         help="Write a shipped config (ner_elmo, textcat_elmo, pretrain_small, ...) to a file (python -m spacy_elmo config --list).",
     )
     args = parser.parse_args(argv)
+    if args.list:
+        languages = [f"{manylangs_models.PREFIX}{m.code}\t{m.language}" for m in manylangs_models.MODELS.values()]
+        print("\n".join([*PUBLISHED_MODELS, *languages]))
+        return 0
+    if not args.name:
+        download.error("name a model to download (--list shows them)")
     try:
-        path = download_model(args.name, cache_dir=args.cache_dir)
+        path = download_named(args.name, cache_dir=args.cache_dir)
     except ElmoError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -30,6 +30,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 from spacy.util import registry
 from thinc.api import Config
 
+from .bilm import manylangs_models
 from .bilm.pretrained import PUBLISHED_MODELS
 from .errors import ElmoConfigError
 from .files import write_text_atomic
@@ -306,10 +307,12 @@ def _elmo_component(weights: str, frozen: bool) -> Dict[str, Any]:
 
 def check_weights(weights: str) -> str:
     """``weights`` if it is 'default', a published name, or an existing path; nothing is downloaded."""
-    if weights.lower() == "default" or weights.lower() in PUBLISHED_MODELS or Path(weights).exists():
+    published = weights.lower() in PUBLISHED_MODELS or weights.lower() in manylangs_models.names()
+    if weights.lower() == "default" or published or Path(weights).exists():
         return weights
     raise ElmoConfigError(
-        f"--weights {weights!r} is not 'default', a published model ({', '.join(repr(n) for n in sorted(PUBLISHED_MODELS))}), "
+        f"--weights {weights!r} is not 'default', a published model ({', '.join(repr(n) for n in sorted(PUBLISHED_MODELS))}, "
+        f"or '{manylangs_models.PREFIX}CODE' for an ELMoForManyLangs language, e.g. '{manylangs_models.PREFIX}de'), "
         f"nor an existing model directory or weights.hdf5 file."
     )
 
@@ -350,7 +353,7 @@ def main(argv: Optional[List[str]] = None, prog: str = "python -m spacy_elmo ini
     parser.add_argument(
         "--weights",
         default="default",
-        help="the biLM: 'default', a published name, a model directory or a weights.hdf5 (default: default)",
+        help="the biLM: 'default', a published name (small, manylangs:de, ...), a model directory or a weights.hdf5 (default: default)",
     )
     tuning = parser.add_mutually_exclusive_group()
     tuning.add_argument(

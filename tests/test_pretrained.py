@@ -1,13 +1,10 @@
 """Model resolution and downloads, against a local HTTP server (no internet access)."""
 
-import functools
-import http.server
-import socket
-import threading
 from pathlib import Path
 
 import pytest
 
+from local_server import CountingHandler, ShortBodyHandler, closed_port, serve, stop
 from spacy_elmo.bilm import pretrained
 from spacy_elmo.bilm.pretrained import (
     PUBLISHED_MODELS,
@@ -22,47 +19,6 @@ SMALL = PUBLISHED_MODELS["small"]
 MEDIUM = PUBLISHED_MODELS["medium"]
 
 
-class _CountingHandler(http.server.SimpleHTTPRequestHandler):
-    """Serves a directory quietly and records every requested path."""
-
-    requests: list
-
-    def do_GET(self):
-        self.requests.append(self.path)
-        super().do_GET()
-
-    def log_message(self, format, *args):
-        pass
-
-
-class _ShortBodyHandler(_CountingHandler):
-    """Promises the full length but closes the connection after half of the body."""
-
-    def do_GET(self):
-        self.requests.append(self.path)
-        path = Path(self.translate_path(self.path))
-        if not path.is_file():
-            self.send_error(404)
-            return
-        data = path.read_bytes()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(data[: len(data) // 2])
-        self.close_connection = True
-
-
-def _serve(root: Path, handler=_CountingHandler):
-    """Start a server on a free port; returns (server, thread, requests list)."""
-    requests: list = []
-    handler_class = type("Handler", (handler,), {"requests": requests})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler_class, directory=str(root)))
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
-    thread.start()
-    return server, thread, requests
-
-
 def _publish(root: Path, stem: str, options_bytes: bytes, weights_bytes: bytes) -> None:
     folder = root / stem
     folder.mkdir(parents=True)
@@ -73,18 +29,16 @@ def _publish(root: Path, stem: str, options_bytes: bytes, weights_bytes: bytes) 
 @pytest.fixture
 def mirror(tmp_path, monkeypatch, request):
     """A local HTTP mirror (tests publish the tiny biLM on it under the 'small' file names)."""
-    handler = getattr(request, "param", _CountingHandler)
+    handler = getattr(request, "param", CountingHandler)
     root = tmp_path / "mirror"
     root.mkdir()
-    server, thread, requests = _serve(root, handler)
+    server, thread, requests = serve(root, handler)
     monkeypatch.setenv("SPACY_ELMO_MIRROR", f"http://127.0.0.1:{server.server_address[1]}/")
     monkeypatch.setenv("SPACY_ELMO_CACHE", str(tmp_path / "cache"))
     try:
         yield root, requests
     finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+        stop(server, thread)
 
 
 @pytest.fixture
@@ -165,7 +119,7 @@ def test_truncated_weights_are_rejected_and_removed(mirror, cache, tiny_model):
     assert _files(cache) == []
 
 
-@pytest.mark.parametrize("mirror", [_ShortBodyHandler], indirect=True)
+@pytest.mark.parametrize("mirror", [ShortBodyHandler], indirect=True)
 def test_connection_closed_early(mirror, cache, tiny_model):
     root, _ = mirror
     _publish(root, SMALL, tiny_model[0].read_bytes(), tiny_model[1].read_bytes())
@@ -193,9 +147,7 @@ def test_html_instead_of_options(mirror, cache, tiny_model):
 
 def test_unreachable_server(monkeypatch, cache):
     monkeypatch.setenv("SPACY_ELMO_CACHE", str(cache))
-    with socket.socket() as probe:  # a port nothing listens on once the probe is closed
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = closed_port()
     monkeypatch.setenv("SPACY_ELMO_MIRROR", f"http://127.0.0.1:{port}")
     with pytest.raises(ElmoDownloadError, match=f"127.0.0.1:{port}/{SMALL}"):
         resolve_model("small")
@@ -265,9 +217,7 @@ def test_the_download_command_reports_an_unreachable_server_in_one_line(monkeypa
     from spacy_elmo.__main__ import main as cli_main
 
     monkeypatch.setenv("SPACY_ELMO_CACHE", str(cache))
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = closed_port()
     monkeypatch.setenv("SPACY_ELMO_MIRROR", f"http://127.0.0.1:{port}")
     assert cli_main(["download", "small"]) == 1
     err = capsys.readouterr().err.strip().splitlines()

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from ..errors import ElmoDownloadError, ElmoError, ElmoModelNotFoundError, ElmoOptionsError, ElmoWeightsError
 from ..files import PathLike, atomic_path
-from . import manylangs_io
+from . import manylangs_io, manylangs_models
 from .options import ElmoOptions
 from .weights_io import read_weights
 
@@ -74,11 +74,14 @@ def resolve_model(name_or_path: PathLike) -> Tuple[Path, Path]:
     ``config.json`` and ``encoder.pkl`` (:meth:`ElmoBiLM.from_files` loads the directory from them).
     ``"default"`` is the biLM shipped inside the package. A published name
     (case-insensitive) always means the published model, downloaded into the cache if
-    needed; write e.g. ``./small`` to mean a directory called ``small``.
+    needed; write e.g. ``./small`` to mean a directory called ``small``. ``manylangs:CODE`` is
+    a published ELMoForManyLangs model (:mod:`.manylangs_models`), downloaded and unpacked the same way.
     """
     text = os.fspath(name_or_path)
     if text.lower() == DEFAULT_MODEL_NAME:
         return _model_dir_files(DEFAULT_MODEL_DIR)
+    if manylangs_models.is_name(text):
+        return manylangs_io.model_files(download_named(text))
     if text.lower() in PUBLISHED_MODELS:
         directory = download_model(text)
         return directory / OPTIONS_FILE, directory / WEIGHTS_FILE
@@ -182,19 +185,40 @@ def download_model(name: str, cache_dir: Optional[PathLike] = None, progress: bo
     return directory
 
 
+def download_named(name: str, cache_dir: Optional[PathLike] = None, progress: bool = True) -> Path:
+    """Download a published model by name, an AllenNLP one (:data:`PUBLISHED_MODELS`) or
+    ``manylangs:CODE``, into the cache if it is not there yet; return its model directory."""
+    if manylangs_models.is_name(name):
+        # Imported here: the ELMoForManyLangs download builds on this module's cache and streaming.
+        from .manylangs_download import download_manylangs
+
+        return download_manylangs(name, cache_dir=cache_dir, progress=progress)
+    return download_model(name, cache_dir=cache_dir, progress=progress)
+
+
+def network_reason(err: BaseException) -> str:
+    """What a failed request says went wrong: the HTTP status, or the connection's reason."""
+    if isinstance(err, urllib.error.HTTPError):
+        return f"HTTP {err.code} {err.reason}"
+    if isinstance(err, urllib.error.URLError):
+        return str(err.reason)
+    return str(err) or type(err).__name__
+
+
 def _published_stem(name: str) -> str:
     """The file stem of a published model name (case-insensitive); unknown names list the known ones."""
     stem = PUBLISHED_MODELS.get(name.lower())
     if stem is None:
         raise ElmoModelNotFoundError(
-            f"Unknown published ELMo model {name!r}. Published models: {', '.join(map(repr, PUBLISHED_MODELS))}; "
+            f"Unknown published ELMo model {name!r}. Published models: {', '.join(map(repr, PUBLISHED_MODELS))}, "
+            f"and ELMoForManyLangs models as '{manylangs_models.PREFIX}CODE' (e.g. '{manylangs_models.PREFIX}de'); "
             f"to use other weights, pass a directory holding {OPTIONS_FILE} and {WEIGHTS_FILE}."
         )
     return stem
 
 
 def _known_names() -> str:
-    return ", ".join(repr(n) for n in [DEFAULT_MODEL_NAME, *PUBLISHED_MODELS])
+    return ", ".join(repr(n) for n in [DEFAULT_MODEL_NAME, *PUBLISHED_MODELS, f"{manylangs_models.PREFIX}CODE"])
 
 
 def _model_dir_files(directory: Path) -> Tuple[Path, Path]:
@@ -279,12 +303,7 @@ def _stream(response: Any, tmp: Path, url: str, desc: str, progress: bool) -> No
 
 
 def _network_message(url: str, directory: Path, name: str, err: BaseException) -> str:
-    if isinstance(err, urllib.error.HTTPError):
-        reason = f"HTTP {err.code} {err.reason}"
-    elif isinstance(err, urllib.error.URLError):
-        reason = str(err.reason)
-    else:
-        reason = str(err) or type(err).__name__
+    reason = network_reason(err)
     stem = _published_stem(name)
     return (
         f"Could not download {url} ({reason}) into {directory}. Check your network connection "

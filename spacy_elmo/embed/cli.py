@@ -36,8 +36,8 @@ def build_embed_parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument(
         "--weights",
         default="default",
-        help=f"'default' (shipped), a published name ({', '.join(PUBLISHED_MODELS)}), a model directory, or a weights.hdf5 "
-        "file (default: %(default)s)",
+        help=f"'default' (shipped), a published name ({', '.join(PUBLISHED_MODELS)}, or manylangs:CODE for an "
+        "ELMoForManyLangs language), a model directory, or a weights.hdf5 file (default: %(default)s)",
     )
     parser.add_argument("--options", default=None, help="options.json, when --weights is a file without one beside it")
     layers = parser.add_mutually_exclusive_group()

@@ -1,0 +1,265 @@
+"""Download a published ELMoForManyLangs model (``manylangs:CODE``) into the model cache.
+
+The archive is streamed into a temporary file, checked (its SHA-256 where one is published, a
+readable zip whose members pass their CRC checks, no absolute or ``..`` paths, no links),
+unpacked into a temporary folder beside its final place, loaded once as a model, and only then
+renamed into place: ``<cache>/manylangs/<CODE>``. A killed or failed download leaves at most a
+hidden ``.CODE.tmp-*`` folder, which never loads as a model. The folder's manifest
+(``spacy_elmo_manifest.json``) records the archive's URL and SHA-256 and each unpacked file's
+size and SHA-256; a cached model is checked against it before it is used, so a file that was
+later truncated or changed is reported rather than loaded.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import stat
+import urllib.request
+import zipfile
+import zlib
+from pathlib import Path, PurePosixPath
+from typing import Any, Dict, List, Optional
+
+from ..errors import ElmoDownloadError, ElmoError, ElmoModelNotFoundError
+from ..files import PathLike, fsync_path, temporary_name, write_text_atomic
+from . import manylangs_io
+from .manylangs_models import MIRROR_ENV, MODELS, PREFIX, ManyLangsModel, archive_url, base_url, names
+from .pretrained import (
+    _CHUNK_BYTES,
+    _NETWORK_ERRORS,
+    _TIMEOUT_S,
+    CACHE_ENV,
+    _remove_if_empty,
+    _stream,
+    default_cache_dir,
+    network_reason,
+)
+
+CACHE_FOLDER = "manylangs"
+"""The cache's subfolder for these models, one folder per language code."""
+MANIFEST_FILE = "spacy_elmo_manifest.json"
+
+_MAX_UNPACKED_BYTES = 8 << 30
+"""An archive that would unpack to more than this is refused (a published one unpacks to about 0.7 GB)."""
+
+
+def model_for(name: str) -> ManyLangsModel:
+    """The published model ``manylangs:CODE`` names (case-insensitive); unknown codes list the known ones."""
+    code = name[len(PREFIX) :].lower() if name.lower().startswith(PREFIX) else name.lower()
+    model = MODELS.get(code)
+    if model is None:
+        raise ElmoModelNotFoundError(
+            f"Unknown ELMoForManyLangs model {name!r}. Published languages: {', '.join(names())}. "
+            f"To use another model, pass its unpacked directory."
+        )
+    return model
+
+
+def download_manylangs(name: str, cache_dir: Optional[PathLike] = None, progress: bool = True) -> Path:
+    """Download and unpack ``manylangs:CODE`` (if not cached yet); return its checked model directory.
+
+    The directory is what ``ElmoBiLM.from_pretrained`` and the component's ``weights`` accept.
+    """
+    model = model_for(name)
+    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    folder = root / CACHE_FOLDER
+    target = folder / model.code
+    if target.exists():
+        check_cached(target, model)
+        return target
+    created_folder = not folder.exists()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ElmoDownloadError(
+            f"Cannot create the ELMo cache directory {folder} ({err}). Set {CACHE_ENV} to a writable directory."
+        ) from None
+    url = archive_url(model)
+    archive = temporary_name(folder / f"{model.code}.zip")
+    unpacked = temporary_name(target)
+    try:
+        _fetch(url, archive, model, target, progress)
+        digest = sha256_of(archive)
+        if model.sha256 is not None and digest != model.sha256.lower():
+            raise ElmoDownloadError(
+                f"{url} has SHA-256 {digest}, but the published one is {model.sha256}: the download is corrupted or "
+                f"the file was replaced. Nothing was kept in {folder}; run again to retry, or {_by_hand(model, url)}"
+            )
+        model_dir = _unpack(archive, unpacked, url)
+        try:
+            from .manylangs import ManyLangsBiLM
+
+            ManyLangsBiLM.from_directory(model_dir, token_cache_size=0)
+        except ElmoError as err:
+            raise ElmoDownloadError(
+                f"The archive {url} does not hold a loadable model: {err} Nothing was kept in {folder}; "
+                f"check the download location ({_location()}) or {_by_hand(model, url)}"
+            ) from err
+        _write_manifest(model_dir, url, digest)
+        fsync_path(model_dir)
+        try:
+            os.rename(model_dir, target)
+        except OSError:
+            if not target.exists():
+                raise
+            check_cached(target, model)  # another process put the same model in place meanwhile
+        fsync_path(folder)
+    except OSError as err:
+        if isinstance(err, ElmoDownloadError):
+            raise
+        raise ElmoDownloadError(
+            f"Cannot write the model into {folder} while downloading and unpacking {url} ({err}). Free disk space or set "
+            f"{CACHE_ENV} to a writable directory with room for the model (about 0.7 GB unpacked)."
+        ) from None
+    finally:
+        archive.unlink(missing_ok=True)
+        shutil.rmtree(unpacked, ignore_errors=True)
+        if created_folder and not target.exists():
+            _remove_if_empty(folder)
+    return target
+
+
+def check_cached(directory: Path, model: ManyLangsModel) -> None:
+    """Raise unless every file the manifest of ``directory`` lists is there with its size and SHA-256."""
+    manifest_path = directory / MANIFEST_FILE
+    fix = f"Delete {directory} and run `python -m spacy_elmo download {PREFIX}{model.code}` again."
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        files: Dict[str, Any] = manifest["files"]
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
+        raise ElmoDownloadError(
+            f"The cached model {directory} has no readable {MANIFEST_FILE} ({type(err).__name__}: {err}): it was not "
+            f"written by a complete download. {fix}"
+        ) from None
+    for relative, expected in files.items():
+        path = directory / relative
+        if not path.is_file():
+            raise ElmoDownloadError(f"The cached model {directory} lacks {relative}, which its {MANIFEST_FILE} lists. {fix}")
+        size = path.stat().st_size
+        if size != expected.get("bytes") or sha256_of(path) != expected.get("sha256"):
+            raise ElmoDownloadError(
+                f"The cached file {path} ({size} bytes) differs from the one downloaded ({expected.get('bytes')} bytes, "
+                f"SHA-256 {expected.get('sha256')}): it was truncated or changed since. {fix}"
+            )
+
+
+def sha256_of(path: Path) -> str:
+    """The SHA-256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(_CHUNK_BYTES), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fetch(url: str, archive: Path, model: ManyLangsModel, target: Path, progress: bool) -> None:
+    try:
+        with urllib.request.urlopen(url, timeout=_TIMEOUT_S) as response:
+            _stream(response, archive, url, f"{PREFIX}{model.code} {model.nlpl_id}.zip", progress)
+    except ElmoDownloadError:
+        raise
+    except _NETWORK_ERRORS as err:
+        raise ElmoDownloadError(
+            f"Could not download {url} ({network_reason(err)}) into {target}. Check your network connection and the download "
+            f"location ({_location()}), or {_by_hand(model, url)}"
+        ) from None
+
+
+def _unpack(archive: Path, unpacked: Path, url: str) -> Path:
+    """Unpack ``archive`` into the new folder ``unpacked``; return the folder that holds ``config.json``."""
+    try:
+        with zipfile.ZipFile(archive) as zipped:
+            members = zipped.infolist()
+            _check_members(members, url)
+            broken = zipped.testzip()
+            if broken is not None:
+                raise ElmoDownloadError(
+                    f"{url}: the member {broken!r} fails its CRC check: the download is corrupted. Nothing was kept; "
+                    f"run again to retry."
+                )
+            unpacked.mkdir()
+            for member in members:
+                path = unpacked.joinpath(*PurePosixPath(member.filename).parts)
+                if member.is_dir():
+                    path.mkdir(parents=True, exist_ok=True)
+                    continue
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with zipped.open(member) as source, open(path, "xb") as out:
+                    shutil.copyfileobj(source, out, _CHUNK_BYTES)
+                    out.flush()
+                    os.fsync(out.fileno())
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, zlib.error) as err:
+        raise ElmoDownloadError(
+            f"{url} is not a readable zip archive ({err}): the download is truncated or corrupted, or the server "
+            f"sent something else. Nothing was kept; run again to retry, and check the download location ({_location()})."
+        ) from None
+    return _model_root(unpacked, url)
+
+
+def _check_members(members: List[zipfile.ZipInfo], url: str) -> None:
+    """Refuse members that would land outside the folder, links, and archives too large to be a model."""
+    total = 0
+    seen = set()
+    for member in members:
+        name = member.filename
+        if name in seen:
+            raise ElmoDownloadError(
+                f"{url}: the archive holds {name!r} twice, so which one is the model's is unclear. It was not "
+                f"unpacked; nothing was kept. Check the download location ({_location()})."
+            )
+        seen.add(name)
+        parts = PurePosixPath(name.replace("\\", "/")).parts
+        if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":") or ".." in parts:
+            raise ElmoDownloadError(
+                f"{url}: the archive member {name!r} would be written outside the model folder (an absolute path or "
+                f"'..'). The archive is unsafe and was not unpacked; nothing was kept. Check the download location "
+                f"({_location()})."
+            )
+        if stat.S_ISLNK(member.external_attr >> 16):
+            raise ElmoDownloadError(
+                f"{url}: the archive member {name!r} is a symbolic link; a model archive holds plain files only. "
+                f"The archive was not unpacked; nothing was kept. Check the download location ({_location()})."
+            )
+        total += member.file_size
+    if total > _MAX_UNPACKED_BYTES:
+        raise ElmoDownloadError(
+            f"{url}: the archive would unpack to {total} bytes, more than any model ({_MAX_UNPACKED_BYTES} bytes at "
+            f"most). It was not unpacked; check the download location ({_location()})."
+        )
+
+
+def _model_root(unpacked: Path, url: str) -> Path:
+    """The folder of the archive that holds ``config.json``: its top level, or its one subfolder that does."""
+    if (unpacked / manylangs_io.CONFIG_FILE).is_file():
+        return unpacked
+    found = sorted(path.parent for path in unpacked.glob(f"*/{manylangs_io.CONFIG_FILE}"))
+    if len(found) == 1:
+        return found[0]
+    held = sorted(p.relative_to(unpacked).as_posix() for p in unpacked.rglob("*"))[:10]
+    raise ElmoDownloadError(
+        f"{url}: the archive holds {'no' if not found else 'more than one'} {manylangs_io.CONFIG_FILE} at its top "
+        f"level or in one subfolder (it holds: {', '.join(held) or 'nothing'}), so it is not an ELMoForManyLangs "
+        f"model. Nothing was kept; check the download location ({_location()})."
+    )
+
+
+def _write_manifest(model_dir: Path, url: str, digest: str) -> None:
+    files = {
+        path.relative_to(model_dir).as_posix(): {"bytes": path.stat().st_size, "sha256": sha256_of(path)}
+        for path in sorted(model_dir.rglob("*"))
+        if path.is_file()
+    }
+    manifest = {"url": url, "archive_sha256": digest, "files": files}
+    write_text_atomic(model_dir / MANIFEST_FILE, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+
+
+def _by_hand(model: ManyLangsModel, url: str) -> str:
+    return (
+        f"download {url} by hand, unzip it into a directory of its own, and pass that directory instead of "
+        f"{PREFIX + model.code!r}."
+    )
+
+
+def _location() -> str:
+    return f"{base_url()}; set {MIRROR_ENV} to use a mirror"

@@ -1,0 +1,65 @@
+"""A local HTTP server on 127.0.0.1 for the download tests: it serves a folder, records every
+requested path, and can cut a body short. Nothing here reaches the internet."""
+
+import functools
+import http.server
+import socket
+import threading
+from pathlib import Path
+from typing import List, Tuple, Type
+
+
+class CountingHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves a directory quietly and records every requested path."""
+
+    requests: list
+
+    def do_GET(self):
+        self.requests.append(self.path)
+        super().do_GET()
+
+    def log_message(self, format, *args):
+        pass
+
+
+class ShortBodyHandler(CountingHandler):
+    """Promises the full length but closes the connection after half of the body."""
+
+    def do_GET(self):
+        self.requests.append(self.path)
+        path = Path(self.translate_path(self.path))
+        if not path.is_file():
+            self.send_error(404)
+            return
+        data = path.read_bytes()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(data[: len(data) // 2])
+        self.close_connection = True
+
+
+def serve(
+    root: Path, handler: Type[CountingHandler] = CountingHandler
+) -> Tuple[http.server.ThreadingHTTPServer, threading.Thread, List[str]]:
+    """Start a server for ``root`` on a free port; returns (server, thread, requests list)."""
+    requests: List[str] = []
+    handler_class = type("Handler", (handler,), {"requests": requests})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler_class, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
+    thread.start()
+    return server, thread, requests
+
+
+def stop(server: http.server.ThreadingHTTPServer, thread: threading.Thread) -> None:
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (once the probe is closed)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
