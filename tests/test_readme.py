@@ -37,7 +37,7 @@ OVERRIDES: List[Tuple[re.Pattern, str]] = [
     (re.compile(r"\bpython -m spacy_elmo pretrain (?!--help)"), " --training.max_steps 2"),
 ]
 # Pages whose session trains or embeds for more than a few seconds: run with -m slow.
-SLOW_PAGES = {"training.md", "pretraining.md", "embedding.md"}
+SLOW_PAGES = {"training.md", "pretraining.md", "embedding.md", "languages.md"}
 NUMBER_TOLERANCE = (0.02, 0.05)  # absolute, relative: printed numbers against the comment's
 
 
