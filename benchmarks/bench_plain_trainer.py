@@ -41,14 +41,14 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from bench_pretrain import REPO, VOCAB_SIZE, arch_overrides, prepare_data, shared_dir
 from spacy_elmo.bilm.memory import keep_freed_memory
 from spacy_elmo.bilm.options import ElmoOptions
-from spacy_elmo.bilm.precision import autocast
+from spacy_elmo.bilm.training_precision import training_autocast
 from spacy_elmo.chars import BOS_TOKEN, EOS_TOKEN, encode_tokens
 from spacy_elmo.pretrain.config import load_config
 from spacy_elmo.pretrain.data import BatchStream, LmBatch, SentenceReader, make_batch
 from spacy_elmo.pretrain.model import build_bilm
 from spacy_elmo.pretrain.objective import BiLMObjective, build_softmax
 from spacy_elmo.pretrain.optim import build_optimizer
-from spacy_elmo.pretrain.vocab import Vocab
+from spacy_elmo.pretrain.vocab import LmVocab
 
 CLIP = 1.0
 
@@ -94,7 +94,7 @@ class PlainBiLM(nn.Module):
         S = chars.shape[1]
         steps = torch.arange(S).unsqueeze(0)
         reverse = torch.where(steps < lengths.unsqueeze(1), lengths.unsqueeze(1) - 1 - steps, steps)  # an involution
-        with autocast(precision, chars.device):
+        with training_autocast(precision, chars.device):
             x = self.token_vectors(chars)
             forward_top = self.stack(self.forward_lstms, x, lengths)
             reversed_x = x.gather(1, reverse.unsqueeze(-1).expand_as(x))
@@ -135,7 +135,7 @@ class Row:
 
 
 def build_rows(
-    arch: str, precisions: List[str], plain_precisions: List[str], data: Dict[str, Path], shared: Path, vocab: Vocab
+    arch: str, precisions: List[str], plain_precisions: List[str], data: Dict[str, Path], shared: Path, vocab: LmVocab
 ) -> List[Row]:
     overrides = {
         "paths.train": str(data["train"]),
@@ -246,7 +246,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     keep_freed_memory()
     shared = shared_dir(args.shared)
     data = prepare_data(shared)
-    vocab = Vocab.load(data["vocab"])
+    vocab = LmVocab.load(data["vocab"])
     load_before = os.getloadavg()[0]
     source = batches(data)
     pool: List[List[List[str]]] = []

@@ -38,7 +38,7 @@ import torch
 
 from spacy_elmo.pretrain.config import DataConfig
 from spacy_elmo.pretrain.data import SentenceReader
-from spacy_elmo.pretrain.vocab import Vocab
+from spacy_elmo.pretrain.vocab import LmVocab
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE = Path(tempfile.gettempdir()) / "spacy_elmo_bench_pretrain"
@@ -74,7 +74,7 @@ def prepare_data(shared: Path) -> Dict[str, Path]:
         if len(dev) >= DEV_SENTENCES:
             break
     paths["dev"].write_text("".join(dev), encoding="utf-8")
-    Vocab.build(sentences, VOCAB_SIZE, 1, TRAIN_TOKENS).save(paths["vocab"])
+    LmVocab.build(sentences, VOCAB_SIZE, 1, TRAIN_TOKENS).save(paths["vocab"])
     return paths
 
 

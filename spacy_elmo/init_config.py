@@ -299,10 +299,11 @@ def _remove_component(config: Dict[str, Any], name: str, source: str) -> None:
 
 
 def _elmo_component(weights: str, frozen: bool) -> Dict[str, Any]:
-    from .pipeline.component import DEFAULT_ELMO_MODEL
+    from .pipeline.component import ELMO_DEFAULT_CONFIG
 
-    model = registry.fill({"model": {**DEFAULT_ELMO_MODEL, "weights": weights}}, validate=True)["model"]
-    return {"factory": "elmo", "frozen": frozen, "layer_weights": None, "gamma": 1.0, "vector_hooks": True, "model": dict(model)}
+    settings = copy.deepcopy(dict(ELMO_DEFAULT_CONFIG))
+    model = registry.fill({"model": {**settings.pop("model"), "weights": weights}}, validate=True)["model"]
+    return {"factory": "elmo", **settings, "frozen": frozen, "model": dict(model)}
 
 
 def check_weights(weights: str) -> str:

@@ -73,7 +73,7 @@ def assert_close_to_fp32(ours, reference, precision):
 @pytest.mark.parametrize("precision", LOW)
 def test_bilm_precision_close_to_fp32(precision, reference):
     bilm = default_bilm(precision=precision)
-    assert bilm.precision == precision
+    assert bilm.inference_precision == precision
     first = bilm.embed_sentences(SENTENCES)
     assert_close_to_fp32(first, reference, precision)
     again = bilm.embed_sentences(SENTENCES[::-1])[::-1]  # token cache warm, other batch order

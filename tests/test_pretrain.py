@@ -18,7 +18,7 @@ from spacy_elmo.bilm.weights_io import read_weights
 from spacy_elmo.pretrain import CheckpointError, OutputDirError, PretrainConfigError, TrainingDivergedError, load_config, pretrain
 from spacy_elmo.pretrain.data import BatchStream, SentenceReader, make_batch
 from spacy_elmo.pretrain.objective import SampledSoftmax
-from spacy_elmo.pretrain.vocab import Vocab
+from spacy_elmo.pretrain.vocab import LmVocab
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -221,7 +221,7 @@ def test_ddp_two_processes_keep_identical_replicas(corpus, tmp_path):
     assert [r["step"] for r in _log(out, "train")] == [1, 2, 3, 4, 5, 6]
     # Batch i goes to rank i % 2: 4 two-process steps consume exactly the first 8 batches of the stream.
     config = load_config(corpus / "tiny.cfg", _overrides(corpus))
-    vocab = Vocab.load(out / "vocab.txt")
+    vocab = LmVocab.load(out / "vocab.txt")
     stream = BatchStream(
         [corpus / "train.txt.gz"], SentenceReader(config.data), config.training.batch_tokens, config.training.seed
     )

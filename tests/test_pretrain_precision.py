@@ -14,7 +14,7 @@ from spacy_elmo.pretrain import PretrainConfigError, load_config, pretrain
 from spacy_elmo.pretrain.data import make_batch
 from spacy_elmo.pretrain.model import build_bilm
 from spacy_elmo.pretrain.objective import BiLMObjective, build_softmax
-from spacy_elmo.pretrain.vocab import Vocab
+from spacy_elmo.pretrain.vocab import LmVocab
 
 OPTIONS = tiny_options()
 OPTIONS["char_cnn"]["filters"] = [[1, 8], [2, 8], [3, 16]]  # as in CONFIG's [model.char_cnn]
@@ -58,7 +58,7 @@ def _train(precision, batches, vocab, steps):
 
 def test_bf16_training_is_finite_close_to_fp32_and_keeps_float32_weights():
     sentences = _sentences(60, seed=1)
-    vocab = Vocab.build(sentences, 40, 1, 10_000)
+    vocab = LmVocab.build(sentences, 40, 1, 10_000)
     batches = [make_batch(sentences[i : i + 20], vocab, 50) for i in range(0, 60, 20)]
     fp32, fp32_losses = _train("fp32", batches, vocab, steps=12)
     bf16, bf16_losses = _train("bf16", batches, vocab, steps=12)
@@ -118,7 +118,7 @@ def test_an_fp32_run_resumes_in_bf16_and_a_bad_precision_names_the_setting(tmp_p
         resume=True,
         progress=False,
     )
-    assert resumed.metrics["steps"] == 8 and resumed.objective.precision == "bf16"
+    assert resumed.metrics["steps"] == 8 and resumed.objective.training_precision == "bf16"
     losses = {
         r["step"]: r["loss"]
         for r in map(json.loads, (tmp_path / "out" / "log.jsonl").read_text().splitlines())

@@ -1,4 +1,5 @@
-"""Grouping sentences of similar length into batches bounded by padded token slots."""
+"""Grouping sentences of similar length into batches: bounded by padded token slots (the
+``elmo`` component, pretraining), or by rows (``embed``'s ``--batch-size``, as AllenNLP's)."""
 
 from typing import List, Sequence
 
@@ -25,3 +26,10 @@ def batches_by_length(lengths: Sequence[int], max_tokens: int, longest_first: bo
     if current:
         batches.append(current)
     return batches
+
+
+def batches_of_rows(lengths: Sequence[int], batch_size: int, by_length: bool = True) -> List[List[int]]:
+    """Indices sorted longest first (stably; kept in order when ``by_length`` is false) and cut
+    into runs of ``batch_size``."""
+    order = sorted(range(len(lengths)), key=lengths.__getitem__, reverse=True) if by_length else list(range(len(lengths)))
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]

@@ -3,7 +3,7 @@
 ``fp32`` (the default) runs the module's own parameters and is exact. ``bf16`` and ``int8``
 apply to forward passes that autograd does not record, and run on copies of the weights
 prepared once from the float32 parameters, which stay as they are (saving writes them
-unchanged). Training-time bfloat16 autocast is a separate matter (:mod:`.precision`).
+unchanged). Training-time bfloat16 autocast is a separate matter (:mod:`.training_precision`).
 
 * ``bf16``: the highway, projection and LSTM matmuls take bfloat16 inputs and weights
   (oneDNN/AMX on a CPU, tensor cores on CUDA), accumulate in float32 inside the kernel and

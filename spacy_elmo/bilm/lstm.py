@@ -28,8 +28,8 @@ from torch import nn
 from .inference_precision import LowPrecisionMatmul, LstmLayerKernels
 from .module_list import ModuleList
 from .options import ElmoOptions, lstm_cell_prefix
-from .precision import matmul_dtype
 from .tensors import to_numpy
+from .training_precision import matmul_dtype
 
 FORGET_BIAS = 1.0
 PER_STEP_INPUT_MAX_DIM = 256

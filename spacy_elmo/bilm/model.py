@@ -12,16 +12,14 @@ from torch import nn
 from ..chars import BOS_TOKEN, EOS_TOKEN, encode_tokens, index_batch
 from ..errors import ElmoError, ElmoWeightsError
 from ..files import PathLike, write_text_atomic
+from .batching import batches_of_rows
 from .inference_precision import BiLMKernels, check_precision, check_supported, prepare_kernels
 from .lstm import ElmoLstm, LstmState
 from .options import ElmoOptions
 from .pretrained import resolve_model
-from .token_cache import TokenCache
+from .token_cache import DEFAULT_TOKEN_CACHE_SIZE, TokenCache
 from .token_encoder import TokenEncoder
 from .weights_io import read_weights, weights_from_bytes, weights_to_bytes, write_weights
-
-DEFAULT_TOKEN_CACHE_SIZE = 10_000
-
 
 _fork_guard_installed = False
 
@@ -75,7 +73,7 @@ class ElmoBiLM(nn.Module):
         cells); a model with another vocabulary or cell passes its own (see :mod:`.manylangs`)."""
         super().__init__()
         install_fork_guard()
-        self.precision = check_precision(precision)
+        self.inference_precision = check_precision(precision)
         """Precision of inference (``fp32``, ``bf16``, ``int8``; see :mod:`spacy_elmo.bilm.inference_precision`)."""
         self._kernels: Optional[BiLMKernels] = None
         self.options = options
@@ -201,8 +199,8 @@ class ElmoBiLM(nn.Module):
         """
         check_precision(precision, setting)
         check_supported(precision, self.boundary_char_ids.device, setting)
-        if precision != self.precision:
-            self.precision = precision
+        if precision != self.inference_precision:
+            self.inference_precision = precision
             self._kernels = None
             self.token_cache.clear()
         return self
@@ -223,17 +221,17 @@ class ElmoBiLM(nn.Module):
 
     def _low_precision_kernels(self) -> Optional[BiLMKernels]:
         """Prepared low-precision weights, or None when the forward pass must be float32."""
-        if self.precision == "fp32":
+        if self.inference_precision == "fp32":
             return None
         parameters = list(self.parameters())
         if torch.is_grad_enabled() and any(p.requires_grad for p in parameters):
             return None
         device = self.boundary_char_ids.device
-        signature = (self.precision, device, tuple((p.data_ptr(), p._version) for p in parameters))
+        signature = (self.inference_precision, device, tuple((p.data_ptr(), p._version) for p in parameters))
         if self._kernels is None or self._kernels.signature != signature:
             self._kernels = None
-            check_supported(self.precision, device)
-            self._kernels = prepare_kernels(self, self.precision, signature)
+            check_supported(self.inference_precision, device)
+            self._kernels = prepare_kernels(self, self.inference_precision, signature)
         return self._kernels
 
     # ------------------------------------------------------------------ forward
@@ -250,7 +248,7 @@ class ElmoBiLM(nn.Module):
         if self.token_cache.size == 0 or trainable:
             return self.token_encoder(char_ids, encoder_kernels)
         version = tuple((p.data_ptr(), p._version, p.dtype) for p in parameters)
-        self.token_cache.validate((self.precision if kernels is not None else "fp32", version))
+        self.token_cache.validate((self.inference_precision if kernels is not None else "fp32", version))
         keys = [row.tobytes() for row in char_ids.to(self.cache_key_dtype).cpu().numpy()]
         found, cached, missing = self.token_cache.lookup(keys)
         if cached is None:  # nothing found
@@ -352,13 +350,9 @@ class ElmoBiLM(nn.Module):
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
-        order = list(range(len(sentences)))
-        if not self.stateful:
-            order.sort(key=lambda i: len(sentences[i]), reverse=True)
         results: List[Optional[np.ndarray]] = [None] * len(sentences)
         with torch.no_grad():
-            for start in range(0, len(order), batch_size):
-                rows = order[start : start + batch_size]
+            for rows in batches_of_rows([len(s) for s in sentences], batch_size, by_length=not self.stateful):
                 layers, lengths = self.embed_batch([sentences[i] for i in rows])
                 arrays = layers.cpu().numpy()
                 for row, index in enumerate(rows):

@@ -15,6 +15,10 @@ import torch
 
 from ..locks import PicklableLock
 
+DEFAULT_TOKEN_CACHE_SIZE = 10_000
+"""Distinct tokens whose vectors a biLM keeps between batches, by default: the biLM and the
+``elmo`` component's layer settings both read it from here."""
+
 
 class TokenCache:
     """Maps a token's character-id key to its ``(P,)`` vector; holds at most ``size`` entries."""

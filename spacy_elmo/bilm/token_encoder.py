@@ -11,8 +11,8 @@ from ..chars import PADDING_ID
 from .inference_precision import TokenEncoderKernels
 from .module_list import ModuleList
 from .options import ElmoOptions
-from .precision import matmul_dtype
 from .tensors import conv_bias, to_numpy
+from .training_precision import matmul_dtype
 
 LOOKUP_CHUNK_FLOATS = 2**19
 """Window sums per chunk of :meth:`TokenEncoder._pool_by_lookup`: 2 MiB, about a core's L2 cache."""

@@ -2,18 +2,19 @@
 
 A chunk's batches depend on nothing but the chunk's lines and the settings: the lines'
 pieces are sorted by length (longest first, ties in line order) and cut every
-``batch_size`` pieces, as :meth:`ElmoBiLM.embed_sentences` does, and the token cache is
+``batch_size`` pieces (:func:`spacy_elmo.bilm.batching.batches_of_rows`, as in :meth:`ElmoBiLM.embed_sentences`), and the token cache is
 emptied at the start of every chunk. Since batch composition changes results by float
 rounding, this is what makes a resumed run write exactly the arrays of an uninterrupted one.
 """
 
-import hashlib
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
+from ..bilm.batching import batches_of_rows
+from ..bilm.fingerprint import weights_fingerprint
 from ..bilm.model import ElmoBiLM
 from ..bilm.pretrained import resolve_files
 from .errors import EmbedSettingsError
@@ -45,13 +46,9 @@ def load_embedding_bilm(weights: str = "default", options: Optional[str] = None)
 
 
 def model_fingerprint(bilm: ElmoBiLM) -> str:
-    """SHA-256 of the options and every weight: equal iff two biLMs are the same model (the
-    precision they run in is a setting of its own in a run's manifest)."""
-    digest = hashlib.sha256(bilm.options.to_json().encode("utf-8"))
-    for name, array in sorted(bilm.to_arrays().items()):
-        digest.update(name.encode("utf-8"))
-        digest.update(np.ascontiguousarray(array, dtype=np.float32).tobytes())
-    return digest.hexdigest()
+    """The :func:`weights_fingerprint` of the class, options and weights: equal iff two biLMs
+    are the same model (the precision they run in is a setting of its own in a run's manifest)."""
+    return weights_fingerprint(bilm, {"class": type(bilm).__name__, "options": bilm.options.to_json()})
 
 
 class ChunkEmbedder:
@@ -85,11 +82,9 @@ class ChunkEmbedder:
             remaining[position] = len(line_pieces)
             sequences.extend(line_pieces)
             owners.extend([position] * len(line_pieces))
-        order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]), reverse=True)
         done: Dict[int, Dict[int, np.ndarray]] = {}
         with torch.no_grad():
-            for start in range(0, len(order), self.batch_size):
-                rows = order[start : start + self.batch_size]
+            for rows in batches_of_rows([len(s) for s in sequences], self.batch_size):
                 layers, lengths = self.bilm.embed_batch([sequences[i] for i in rows])
                 arrays = layers.float().cpu().numpy()
                 for row, sequence in enumerate(rows):

@@ -169,7 +169,7 @@ def _manifest(settings: EmbedSettings, tokenizer_name: str, scan: CorpusScan, bi
         "n_input_lines": scan.n_lines,
         "input_sha256": scan.sha256,
         "model_sha256": model_fingerprint(bilm),
-        "precision": bilm.precision,
+        "precision": bilm.inference_precision,
         "device": parameter.device.type,
         "dtype": str(parameter.dtype).replace("torch.", ""),
     }

@@ -67,7 +67,7 @@ class ElmoShim(PyTorchShim):
             deserialize_model=self._deserialize_bilm,
         )
         self.lock = PicklableLock(reentrant=True)
-        self.precision = settings.precision
+        self.inference_precision = settings.precision
         """Inference precision of the biLM; kept out of ``cfg``, which deserialization replaces
         with the saved one, so the loading config's setting applies to saved pipelines."""
         self.config_path = ""
@@ -104,7 +104,7 @@ class ElmoShim(PyTorchShim):
             if self._model is None:
                 with large_allocations_returned():  # the file's arrays are copied once, then dropped
                     bilm = load_bilm(self.cfg, setting=self.setting).to(get_torch_default_device())
-                bilm.to_precision(self.precision, setting=self.setting("precision"))
+                bilm.to_precision(self.inference_precision, setting=self.setting("precision"))
                 bilm.eval()
                 self._model = bilm
 
@@ -188,7 +188,7 @@ class ElmoShim(PyTorchShim):
         if self.layer_cache is not None:
             self.layer_cache.clear()
         self._fingerprint = None
-        return bilm.to(device).to_precision(self.precision, setting=self.setting("precision"))
+        return bilm.to(device).to_precision(self.inference_precision, setting=self.setting("precision"))
 
 
 SERIALIZED_SOURCE = "<serialized biLM>"

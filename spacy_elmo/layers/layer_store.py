@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-import torch
 
+from ..bilm.fingerprint import weights_fingerprint
 from ..bilm.model import ElmoBiLM
 from ..bilm.pretrained import default_cache_dir
 from ..files import TMP_MARK, temporary_name
@@ -67,19 +67,8 @@ def default_store_dir() -> Path:
 def bilm_fingerprint(bilm: ElmoBiLM) -> str:
     """A digest of everything the layers depend on: the class, options (ELMoForManyLangs
     models hash their lexicons into them), inference precision and every parameter and buffer."""
-    digest = hashlib.blake2b(digest_size=32)
     options = bilm.options.to_dict() if hasattr(bilm.options, "to_dict") else repr(bilm.options)
-    head = {"class": type(bilm).__name__, "options": options, "precision": bilm.precision}
-    digest.update(json.dumps(head, sort_keys=True, default=str).encode("utf-8"))
-    tensors = dict(bilm.state_dict(keep_vars=False))
-    tensors.update((f"buffer:{name}", value) for name, value in bilm.named_buffers())
-    for name in sorted(tensors):
-        tensor = tensors[name].detach().to("cpu").contiguous()
-        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
-        if tensor.dtype == torch.bfloat16:
-            tensor = tensor.view(torch.int16)
-        digest.update(memoryview(tensor.numpy()).cast("B"))
-    return digest.hexdigest()
+    return weights_fingerprint(bilm, {"class": type(bilm).__name__, "options": options, "precision": bilm.inference_precision})
 
 
 def sequence_key(fingerprint: str, tokens: Sequence[str]) -> str:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Callable, Dict, Optional, Tuple
 
 from ..bilm.inference_precision import check_precision
+from ..bilm.token_cache import DEFAULT_TOKEN_CACHE_SIZE
 from ..errors import ElmoOptionsError
 
 LAYER_STORE_MODES = ("training", "always", "off")
@@ -49,7 +50,7 @@ class ElmoLayerSettings:
 
     weights: str = "default"
     options: Optional[str] = None
-    token_cache_size: int = 10_000
+    token_cache_size: int = DEFAULT_TOKEN_CACHE_SIZE
     max_batch_tokens: int = 4096
     layer_cache_mb: int = 1024
     precision: str = "fp32"

@@ -19,6 +19,11 @@ from .listener import ElmoListener
 
 ELMO_BILM = "spacy-elmo.ElmoBiLM.v1"
 
+BILM_LAYER_REF = "bilm"
+"""The ref under which an ``ElmoBiLM.v1`` model holds its biLM layer (the Thinc
+:class:`ElmoBiLMLayer`; the PyTorch biLM is that layer's ``shim.bilm``). Saved pipelines
+store ref names, so the string stays."""
+
 
 @registry.architectures(ELMO_BILM)
 def ElmoBiLM_v1(
@@ -63,9 +68,9 @@ def ElmoBiLM_v1(
             f"{ELMO_BILM} (the model of an elmo component, [components.<name>.model] in a config): {err}"
         ) from None
     scaler = PyTorchGradScaler(**(grad_scaler_config or {"enabled": mixed_precision}))
-    bilm = ElmoBiLMLayer(settings, mixed_precision=mixed_precision, grad_scaler=scaler)
-    model = with_doc_pieces(bilm, max_piece_length)
-    model.set_ref("bilm", bilm)
+    bilm_layer = ElmoBiLMLayer(settings, mixed_precision=mixed_precision, grad_scaler=scaler)
+    model = with_doc_pieces(bilm_layer, max_piece_length)
+    model.set_ref(BILM_LAYER_REF, bilm_layer)
     model.attrs["replace_listener_cfg"] = replace_listener_cfg
     return model
 

@@ -21,7 +21,7 @@ from ..bilm.memory import large_allocations_returned
 from ..errors import ElmoError, ElmoOptionsError, ElmoWeightsError
 from ..files import write_bytes_atomic
 from ..layers.bilm_layer import elmo_shim, msgpack_or_error, serialized_source
-from .architectures import ELMO_BILM, default_model_config
+from .architectures import BILM_LAYER_REF, ELMO_BILM, default_model_config
 from .doc_pieces import prefill_docs
 from .extensions import LAYERS_ATTR, install_extensions
 from .hooks import install_vector_hooks
@@ -30,16 +30,19 @@ from .listener import ElmoListener
 DEFAULT_ELMO_MODEL = Config({"model": default_model_config()})["model"]
 """The factory's default ``model`` block: ``spacy-elmo.ElmoBiLM.v1`` with its own defaults."""
 
+ELMO_DEFAULT_CONFIG: Dict[str, Any] = {
+    "model": DEFAULT_ELMO_MODEL,
+    "layer_weights": None,
+    "gamma": 1.0,
+    "vector_hooks": True,
+    "frozen": True,
+}
+"""The ``elmo`` factory's default config (what ``init-config`` writes, with its own ``weights`` and ``frozen``)."""
+
 
 @Language.factory(
     "elmo",
-    default_config={
-        "model": DEFAULT_ELMO_MODEL,
-        "layer_weights": None,
-        "gamma": 1.0,
-        "vector_hooks": True,
-        "frozen": True,
-    },
+    default_config=ELMO_DEFAULT_CONFIG,
     assigns=["doc.tensor", f"doc._.{LAYERS_ATTR}", "doc.user_hooks", "doc.user_span_hooks", "doc.user_token_hooks"],
 )
 def make_elmo(
@@ -96,13 +99,13 @@ class ElmoComponent(TrainablePipe):
         )
         self.listener_map: Dict[str, List[ElmoListener]] = {}
         install_extensions()
-        if not model.has_ref("bilm"):
+        if not model.has_ref(BILM_LAYER_REF):
             raise ElmoOptionsError(f"[components.{name}.model] must be a {ELMO_BILM} model, got {model.name!r}.")
-        elmo_shim(model.get_ref("bilm")).config_path = f"[components.{name}.model]"
+        elmo_shim(model.get_ref(BILM_LAYER_REF)).config_path = f"[components.{name}.model]"
         self._set_frozen(frozen)
 
     def _set_frozen(self, frozen: bool) -> None:
-        self.model.get_ref("bilm").attrs["frozen"] = frozen
+        self.model.get_ref(BILM_LAYER_REF).attrs["frozen"] = frozen
 
     @property
     def listeners(self) -> List[ElmoListener]:
@@ -151,7 +154,7 @@ class ElmoComponent(TrainablePipe):
         self.model.initialize()
         for listener in self.listeners:
             self._share_dims(listener)
-        bilm_layer = self.model.get_ref("bilm")
+        bilm_layer = self.model.get_ref(BILM_LAYER_REF)
         if self.cfg["frozen"] and get_examples is not None and bilm_layer.attrs.get("layer_store", "off") != "off":
             docs = [eg.predicted for eg in get_examples()]
             if not _is_placeholder(docs):
@@ -360,7 +363,7 @@ class ElmoComponent(TrainablePipe):
         """Load the stored biLM and the model's state; the runtime settings (batch size, piece
         length, caches) stay those of the loading config, so overrides apply to saved pipelines."""
         settings = [(node, dict(node.attrs)) for node in self.model.walk()]
-        bilm_layer = self.model.get_ref("bilm")
+        bilm_layer = self.model.get_ref(BILM_LAYER_REF)
         token_cache_size = elmo_shim(bilm_layer).cfg.get("token_cache_size")
         try:
             with serialized_source(source):

@@ -27,6 +27,7 @@ from typing import (
 from confection import Config
 
 from ..bilm.options import ElmoOptions
+from ..bilm.training_precision import TRAINING_PRECISIONS
 from ..errors import ElmoOptionsError
 from ..files import PathLike
 from .errors import PretrainConfigError
@@ -134,7 +135,7 @@ class TrainingConfig:
         "'fp32', or 'bf16': the biLM's matmuls and convolutions take bfloat16 operands in training (torch.autocast; "
         "weights, optimiser state, LSTM cell state, softmax and evaluation stay float32): faster on CPUs with "
         "AVX-512 BF16/AMX and on GPUs with bfloat16 tensor cores; a run may switch on --resume",
-        choices=("fp32", "bf16"),
+        choices=TRAINING_PRECISIONS,
     )
     batch_tokens: int = _setting(4096, "token slots per batch, boundaries and padding included (rows x (longest + 2))", minimum=3)
     max_steps: Optional[int] = _setting(None, "stop after this many steps (null: no limit)", minimum=0)

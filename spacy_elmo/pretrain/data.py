@@ -25,7 +25,7 @@ from ..bilm.batching import batches_by_length
 from ..chars import index_batch
 from .config import DataConfig
 from .errors import PretrainDataError
-from .vocab import Vocab
+from .vocab import LmVocab
 
 if TYPE_CHECKING:
     from spacy.language import Language
@@ -281,7 +281,7 @@ class LmBatch:
         )
 
 
-def make_batch(sentences: Sequence[Sentence], vocab: Vocab, max_chars: int) -> LmBatch:
+def make_batch(sentences: Sequence[Sentence], vocab: LmVocab, max_chars: int) -> LmBatch:
     """Character ids for the biLM plus word-id targets with boundaries."""
     char_ids, token_index, lengths, _ = index_batch(sentences, max_chars)
     longest = int(lengths.max()) if len(lengths) else 0

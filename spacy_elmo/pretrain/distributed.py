@@ -6,7 +6,6 @@ changes which parameters train from step to step). Replicas start identical (ran
 weights are broadcast) and stay identical because they apply identical updates.
 """
 
-import hashlib
 import os
 import sys
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..bilm.fingerprint import weights_fingerprint
 from .errors import PretrainConfigError
 
 
@@ -135,9 +135,5 @@ def barrier(context: DistContext) -> None:
 
 
 def parameter_checksum(module: nn.Module) -> str:
-    """SHA-256 of every parameter's bytes, in order: equal iff the replicas are bit-identical."""
-    digest = hashlib.sha256()
-    for name, param in module.named_parameters():
-        digest.update(name.encode())
-        digest.update(param.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
+    """The :func:`weights_fingerprint` of ``module``: equal iff the replicas are bit-identical."""
+    return weights_fingerprint(module)

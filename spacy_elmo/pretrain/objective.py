@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..bilm.model import ElmoBiLM
-from ..bilm.precision import autocast
+from ..bilm.training_precision import training_autocast
 from .data import LmBatch
 
 EVAL_CHUNK_ROWS = 2048
@@ -122,23 +122,23 @@ class LossOutput:
 class BiLMObjective(nn.Module):
     """biLM + shared softmax → the bidirectional LM loss of one batch.
 
-    ``precision`` is that of the training loss's biLM forward pass (:mod:`spacy_elmo.bilm.precision`);
+    ``training_precision`` is that of the training loss's biLM forward pass (:mod:`spacy_elmo.bilm.training_precision`);
     the softmax, the loss and held-out perplexity are always float32.
     """
 
-    def __init__(self, bilm: ElmoBiLM, softmax: Softmax, dropout: float, precision: str = "fp32") -> None:
+    def __init__(self, bilm: ElmoBiLM, softmax: Softmax, dropout: float, training_precision: str = "fp32") -> None:
         super().__init__()
         self.bilm = bilm
         self.softmax = softmax
         self.dropout = dropout
-        self.precision = precision
+        self.training_precision = training_precision
 
     def predictions(
         self, batch: LmBatch, precision: str = "fp32"
     ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Top outputs (float32) and their targets: ``(h_forward, y_forward, h_backward, y_backward)``."""
         P = self.bilm.options.projection_dim
-        with autocast(precision, self.bilm.boundary_char_ids.device):
+        with training_autocast(precision, self.bilm.boundary_char_ids.device):
             top = self.bilm(batch.char_ids, batch.token_index, batch.lengths, with_boundaries=True)[-1]  # (B, T+2, 2P)
         top = F.dropout(top.float(), self.dropout, self.training)
         real = batch.word_ids[:, 1:] >= 0  # slot t+1 is real: forward slot t and backward slot t+1 predict
@@ -147,7 +147,7 @@ class BiLMObjective(nn.Module):
         return h_forward, batch.word_ids[:, 1:][real], h_backward, batch.word_ids[:, :-1][real]
 
     def forward(self, batch: LmBatch) -> LossOutput:
-        h_f, y_f, h_b, y_b = self.predictions(batch, self.precision)
+        h_f, y_f, h_b, y_b = self.predictions(batch, self.training_precision)
         nll = self.softmax.loss(torch.cat([h_f, h_b]), torch.cat([y_f, y_b]))
         n = y_f.shape[0]
         loss_forward, loss_backward = nll[:n].mean(), nll[n:].mean()

@@ -69,7 +69,7 @@ from .optim import (
     trainable_blocks,
 )
 from .progress import ProgressBar, RunLog
-from .vocab import Vocab
+from .vocab import LmVocab
 
 OWN_FILES = ("config.cfg", "vocab.txt", "log.jsonl", "metrics.json")
 MODEL_DIRS = ("model-best", "model-last")
@@ -104,7 +104,7 @@ class PretrainResult:
 
     output_dir: Path
     objective: BiLMObjective
-    vocab: Vocab
+    vocab: LmVocab
     metrics: Dict[str, Any] = field(default_factory=dict)
 
 
@@ -313,25 +313,25 @@ class Trainer:
         if removed:
             self.say(f"--overwrite: removed the earlier run's checkpoints ({', '.join(path.name for path in removed)})")
 
-    def _vocabulary(self) -> Vocab:
+    def _vocabulary(self) -> LmVocab:
         path = self.output_dir / "vocab.txt"
         if self.resume:
             if not path.is_file():
                 raise CheckpointError(f"Cannot resume: {path} is missing. Start without --resume in a new OUTPUT_DIR.")
-            return Vocab.load(path)
+            return LmVocab.load(path)
         if self.context.is_main:
             if self.config.vocab.path:
-                vocab = Vocab.load(self.config.vocab.path)
-                vocab = Vocab(vocab.words[: self.config.vocab.size], source=self.config.vocab.path)
+                vocab = LmVocab.load(self.config.vocab.path)
+                vocab = LmVocab(vocab.words[: self.config.vocab.size], source=self.config.vocab.path)
             else:
                 start = time.perf_counter()
                 cfg = self.config.vocab
-                vocab = Vocab.build(self.reader.sentences(self.train_files), cfg.size, cfg.min_count, cfg.max_tokens_for_vocab)
+                vocab = LmVocab.build(self.reader.sentences(self.train_files), cfg.size, cfg.min_count, cfg.max_tokens_for_vocab)
                 self.say(f"vocab: {len(vocab):,} words counted in {time.perf_counter() - start:.1f}s")
             with self._writing(path):
                 vocab.save(path)
         barrier(self.context)
-        return Vocab.load(path)
+        return LmVocab.load(path)
 
     def _eval_batches(self, files: List[Path]) -> List[LmBatch]:
         if not files:

@@ -17,7 +17,7 @@ BOS, EOS, UNK = BOS_TOKEN, EOS_TOKEN, "<UNK>"
 SPECIALS = (BOS, EOS, UNK)
 
 
-class Vocab:
+class LmVocab:
     """Word ↔ id map; unknown words map to ``<UNK>`` (id 2)."""
 
     bos_id, eos_id, unk_id = 0, 1, 2
@@ -42,7 +42,7 @@ class Vocab:
         return [get(token, unk) for token in tokens]
 
     @classmethod
-    def build(cls, sentences: Iterable[Sequence[str]], size: int, min_count: int, max_tokens: int) -> "Vocab":
+    def build(cls, sentences: Iterable[Sequence[str]], size: int, min_count: int, max_tokens: int) -> "LmVocab":
         """Count words over the first ``max_tokens`` tokens of ``sentences``; keep the ``size - 3`` most frequent."""
         counts: Counter = Counter()
         seen = 0
@@ -58,7 +58,7 @@ class Vocab:
         return cls([*SPECIALS, *words], source="<built>")
 
     @classmethod
-    def load(cls, path: PathLike) -> "Vocab":
+    def load(cls, path: PathLike) -> "LmVocab":
         """Read a vocabulary file: one word per line (bilm-tf's format)."""
         path = Path(path)
         if not path.is_file():

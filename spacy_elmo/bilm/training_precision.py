@@ -14,13 +14,14 @@ from typing import ContextManager, Optional
 
 import torch
 
-PRECISIONS = ("fp32", "bf16")
+TRAINING_PRECISIONS = ("fp32", "bf16")
+"""What ``[training] precision`` of ``pretrain`` may be."""
 
 
-def autocast(precision: str, device: torch.device) -> ContextManager:
-    """The context that runs a forward pass in ``precision`` on ``device``."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}.")
+def training_autocast(precision: str, device: torch.device) -> ContextManager:
+    """The context that runs a training forward pass in ``precision`` on ``device``."""
+    if precision not in TRAINING_PRECISIONS:
+        raise ValueError(f"precision must be one of {list(TRAINING_PRECISIONS)}, got {precision!r}.")
     if precision == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16)
