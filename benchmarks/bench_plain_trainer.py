@@ -39,10 +39,10 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from bench_pretrain import REPO, VOCAB_SIZE, arch_overrides, prepare_data, shared_dir
-from spacy_elmo.bilm.memory import keep_freed_memory
 from spacy_elmo.bilm.options import ElmoOptions
 from spacy_elmo.bilm.training_precision import training_autocast
 from spacy_elmo.chars import BOS_TOKEN, EOS_TOKEN, encode_tokens
+from spacy_elmo.memory import keep_freed_memory
 from spacy_elmo.pretrain.config import load_config
 from spacy_elmo.pretrain.data import BatchStream, LmBatch, SentenceReader, make_batch
 from spacy_elmo.pretrain.model import build_bilm

@@ -36,9 +36,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_inference import REPO, model_files, print_run_header, read_sentences
 from spacy_elmo.bilm import inference_precision
 from spacy_elmo.bilm.inference_precision import INFERENCE_PRECISIONS, check_precision
-from spacy_elmo.bilm.memory import keep_freed_memory
 from spacy_elmo.bilm.model import ElmoBiLM
 from spacy_elmo.bilm.pretrained import DEFAULT_MODEL_NAME
+from spacy_elmo.memory import keep_freed_memory
 
 Sentences = List[List[str]]
 

@@ -5,13 +5,13 @@ import argparse
 import sys
 from typing import List, Optional
 
-from .bilm import manylangs_models
-from .bilm.pretrained import PUBLISHED_MODELS, download_named
-from .errors import ElmoError
-
 
 def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "download":
+        from .download import main as download_main
+
+        return download_main(argv[1:], prog="python -m spacy_elmo download")
     if argv and argv[0] == "pretrain":
         # Config overrides (--section.key VALUE) are free-form, so pretrain parses its own arguments.
         from .pretrain.cli import main as pretrain_main
@@ -36,15 +36,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         return config_main(argv[1:], prog="python -m spacy_elmo config")
     parser = argparse.ArgumentParser(prog="python -m spacy_elmo", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    download = commands.add_parser("download", help="Download a published biLM into the cache.")
-    download.add_argument(
-        "name",
-        nargs="?",
-        help=f"a published AllenNLP model ({', '.join(sorted(PUBLISHED_MODELS))}) or an ELMoForManyLangs "
-        f"language model, {manylangs_models.PREFIX}CODE (e.g. {manylangs_models.PREFIX}de; --list shows the languages)",
+    commands.add_parser(
+        "download", add_help=False, help="Download a published biLM into the cache (python -m spacy_elmo download --help)."
     )
-    download.add_argument("--list", action="store_true", help="list the names that can be downloaded and exit")
-    download.add_argument("--cache-dir", default=None, help="cache directory (default: $SPACY_ELMO_CACHE or ~/.cache/spacy_elmo)")
     commands.add_parser(
         "pretrain",
         add_help=False,
@@ -73,20 +67,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         add_help=False,
         help="Write a shipped config (ner_elmo, textcat_elmo, pretrain_small, ...) to a file (python -m spacy_elmo config --list).",
     )
-    args = parser.parse_args(argv)
-    if args.list:
-        languages = [f"{manylangs_models.PREFIX}{m.code}\t{m.language}" for m in manylangs_models.MODELS.values()]
-        print("\n".join([*PUBLISHED_MODELS, *languages]))
-        return 0
-    if not args.name:
-        download.error("name a model to download (--list shows them)")
-    try:
-        path = download_named(args.name, cache_dir=args.cache_dir)
-    except ElmoError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    print(path)
-    return 0
+    parser.parse_args(argv)  # no command matched: argparse prints the usage or the error and exits
+    return 2
 
 
 if __name__ == "__main__":

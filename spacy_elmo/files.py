@@ -146,6 +146,31 @@ def write_text_atomic(target: PathLike, text: str) -> None:
     write_bytes_atomic(target, text.encode("utf-8"))
 
 
+def _same_content(path: Path, data: bytes, chunk: int = 1 << 24) -> bool:
+    """Whether ``path`` holds exactly ``data``, read in chunks (a biLM's weights are hundreds
+    of MiB; reading the file whole would hold a second copy)."""
+    view = memoryview(data)
+    try:
+        if not path.is_file() or path.stat().st_size != len(data):
+            return False
+        with path.open("rb") as file:
+            for start in range(0, len(data), chunk):
+                if file.read(chunk) != view[start : start + chunk]:
+                    return False
+            return file.read(1) == b""
+    except OSError:
+        return False
+
+
+def write_if_changed(path: PathLike, data: bytes) -> bool:
+    """Write ``data`` to ``path`` atomically unless the file already holds exactly ``data``;
+    return whether it was written."""
+    if _same_content(Path(path), data):
+        return False
+    write_bytes_atomic(path, data)
+    return True
+
+
 def remove_orphans(directory: PathLike, keep: Optional[Callable[[Path], bool]] = None) -> List[Path]:
     """Delete temporary files and folders a killed writer left in ``directory``; return them.
 

@@ -12,12 +12,14 @@ LAYERS: Dict[str, int] = {
     "files": 0,
     "errors": 0,
     "locks": 0,
+    "memory": 0,
     "bilm": 1,
     "layers": 2,
     "pipeline": 3,
     "embed": 4,
     "pretrain": 4,
     "init_config": 4,
+    "download": 4,
     "shipped_configs": 4,
     "__main__": 5,
     "__init__": 5,
@@ -29,7 +31,7 @@ package's ``__init__`` (the public names) and ``__main__`` (every command) sit a
 SIBLINGS_APART = 4
 """The rank whose members may not import one another."""
 
-NO_SPACY = ("chars", "files", "errors", "locks", "bilm")
+NO_SPACY = ("chars", "files", "errors", "locks", "memory", "bilm")
 """Modules that run without spaCy or Thinc: the biLM is usable as plain PyTorch."""
 
 

@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 PAGE_FAULTS = """
 import resource, sys
 import numpy as np
-from spacy_elmo.bilm.memory import keep_freed_memory
+from spacy_elmo.memory import keep_freed_memory
 if sys.argv[1] == "keep":
     assert keep_freed_memory()
 def faults():
@@ -57,7 +57,7 @@ def test_only_the_config_callback_switches_it(model_dir, monkeypatch):
 GROWING_COPIES = """
 import sys
 import srsly
-from spacy_elmo.bilm.memory import keep_freed_memory, large_allocations_returned
+from spacy_elmo.memory import keep_freed_memory, large_allocations_returned
 assert keep_freed_memory()
 def rss_kib():
     return int(next(l for l in open("/proc/self/status") if l.startswith("VmRSS")).split()[1])

@@ -23,8 +23,8 @@ from spacy_elmo.__main__ import main as cli_main
 from spacy_elmo.bilm.options import ElmoOptions
 from spacy_elmo.bilm.weights_io import read_weights
 from spacy_elmo.pretrain import CheckpointError, OutputDirError, PretrainDataError, load_config, pretrain
+from spacy_elmo.pretrain import output_dir as output_dir_module
 from spacy_elmo.pretrain import progress as progress_module
-from spacy_elmo.pretrain import trainer as trainer_module
 from spacy_elmo.pretrain import vocab as vocab_module
 from spacy_elmo.pretrain.checkpoint import is_checkpoint_folder, load_latest_checkpoint
 from spacy_elmo.pretrain.data import SentenceReader
@@ -634,7 +634,7 @@ def test_a_full_disk_when_resuming_says_to_resume_again_not_to_move(corpus, tmp_
     out = tmp_path / "out"
     _run(corpus, out, training__max_steps=4)
 
-    monkeypatch.setattr(trainer_module, "write_text_atomic", _no_space_left)
+    monkeypatch.setattr(output_dir_module, "write_text_atomic", _no_space_left)
     with pytest.raises(OutputDirError) as err:
         _run(corpus, out, resume=True)
     assert "No space left on device" in str(err.value) and "resume again with --resume" in str(err.value)

@@ -29,13 +29,13 @@ from tqdm import tqdm
 from ..bilm.batching import batches_by_length
 from ..bilm.manylangs import ManyLangsBiLM
 from ..bilm.manylangs_io import is_manylangs_data
-from ..bilm.memory import large_allocations_returned
 from ..bilm.model import ElmoBiLM
 from ..bilm.options import ElmoOptions
 from ..bilm.pretrained import resolve_files
 from ..bilm.weights_io import weights_from_bytes
 from ..errors import ElmoOptionsError, ElmoWeightsError
 from ..locks import PicklableLock
+from ..memory import large_allocations_returned
 from .layer_cache import LayerCache
 from .layer_store import LayerStore, bilm_fingerprint, default_store_dir, sequence_key
 from .settings import LAYER_DEFAULTS, ElmoLayerSettings

@@ -12,10 +12,10 @@ from thinc.types import Floats2d, Floats3d
 from ..bilm.batching import DEFAULT_MAX_PIECE_LENGTH
 from ..errors import ElmoOptionsError
 from ..layers.bilm_layer import ElmoBiLMLayer
+from ..layers.doc_pieces import with_doc_pieces
+from ..layers.listener import ElmoListener
 from ..layers.scalar_mix import ScalarMix
 from ..layers.settings import LAYER_DEFAULTS, ElmoLayerSettings
-from .doc_pieces import with_doc_pieces
-from .listener import ElmoListener
 
 ELMO_BILM = "spacy-elmo.ElmoBiLM.v1"
 

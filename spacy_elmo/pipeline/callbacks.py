@@ -9,7 +9,7 @@ none were given, instead of training from random weights as if nothing were miss
 :func:`create_atomic_saves`.
 
 ``spacy-elmo.keep_freed_memory.v1`` makes the C allocator keep freed memory for reuse
-(:mod:`spacy_elmo.bilm.memory`): process-wide, so it is never done on import or when a
+(:mod:`spacy_elmo.memory`): process-wide, so it is never done on import or when a
 pipeline is built, only where a config asks for it, e.g. in ``[initialize.before_init]``,
 which ``spacy train`` runs once before training (loading a trained pipeline does not)::
 
@@ -26,9 +26,9 @@ from typing import Any, Callable, Optional, Union
 from spacy.language import Language
 from spacy.util import registry
 
-from ..bilm.memory import keep_freed_memory
 from ..errors import ElmoConfigError
 from ..files import remove_orphans, replace_directory, restore_directory, temporary_name
+from ..memory import keep_freed_memory
 
 BEST, LAST = "model-best", "model-last"
 

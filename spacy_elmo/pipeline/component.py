@@ -17,15 +17,15 @@ from thinc.api import Config, ConfigValidationError, Model, Optimizer, set_dropo
 from thinc.types import Floats3d
 from wasabi import msg
 
-from ..bilm.memory import large_allocations_returned
 from ..errors import ElmoError, ElmoOptionsError, ElmoWeightsError
-from ..files import write_bytes_atomic
+from ..files import write_if_changed
 from ..layers.bilm_layer import elmo_shim, msgpack_or_error, serialized_source
+from ..layers.doc_pieces import prefill_docs
+from ..layers.extensions import LAYERS_ATTR, install_extensions
+from ..layers.listener import ElmoListener
+from ..memory import large_allocations_returned
 from .architectures import BILM_LAYER_REF, ELMO_BILM, default_model_config
-from .doc_pieces import prefill_docs
-from .extensions import LAYERS_ATTR, install_extensions
 from .hooks import install_vector_hooks
-from .listener import ElmoListener
 
 DEFAULT_ELMO_MODEL = Config({"model": default_model_config()})["model"]
 """The factory's default ``model`` block: ``spacy-elmo.ElmoBiLM.v1`` with its own defaults."""
@@ -441,28 +441,3 @@ def _sha256(*parts: bytes) -> str:
     for part in parts:
         digest.update(part)
     return digest.hexdigest()
-
-
-def _same_content(path: Path, data: bytes, chunk: int = 1 << 24) -> bool:
-    """Whether ``path`` holds exactly ``data``, read in chunks (a biLM's weights are hundreds
-    of MiB; reading the file whole would hold a second copy)."""
-    view = memoryview(data)
-    try:
-        if not path.is_file() or path.stat().st_size != len(data):
-            return False
-        with path.open("rb") as file:
-            for start in range(0, len(data), chunk):
-                if file.read(chunk) != view[start : start + chunk]:
-                    return False
-            return file.read(1) == b""
-    except OSError:
-        return False
-
-
-def write_if_changed(path: Path, data: bytes) -> bool:
-    """Write ``data`` to ``path`` atomically unless the file already holds exactly ``data``;
-    return whether it was written."""
-    if _same_content(path, data):
-        return False
-    write_bytes_atomic(path, data)
-    return True

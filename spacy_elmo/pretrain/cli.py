@@ -90,7 +90,7 @@ def _run(argv: Optional[List[str]], prog: str) -> int:
     try:
         with StopAtOnce(lambda by: TrainingInterrupted(_stopped_before_training(by, args.resume))):
             overrides = parse_overrides(rest)
-            from ..bilm.memory import keep_freed_memory
+            from ..memory import keep_freed_memory
             from .trainer import pretrain
 
             if not args.return_memory:

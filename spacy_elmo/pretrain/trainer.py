@@ -1,10 +1,10 @@
-"""The pretraining run: setup, the training loop, evaluation, checkpoints and exports.
+"""The pretraining run: setup, the training loop, evaluation and checkpoints.
 
-Outputs in OUTPUT_DIR: ``config.cfg`` (the effective config), ``vocab.txt``, ``log.jsonl``,
-``checkpoint-<step>/`` (the newest two), ``model-last/`` and ``model-best/`` (``options.json`` +
-``weights.hdf5`` in the published layout, loadable by the ``elmo`` component) and
-``metrics.json``. A run never deletes or replaces a file it did not write: it refuses a
-non-empty OUTPUT_DIR unless told to resume or to overwrite its own outputs.
+Outputs in OUTPUT_DIR (:mod:`.output_dir`): ``config.cfg`` (the effective config),
+``vocab.txt``, ``log.jsonl``, ``checkpoint-<step>/`` (the newest two), ``model-last/`` and
+``model-best/`` (``options.json`` + ``weights.hdf5`` in the published layout, loadable by the
+``elmo`` component) and ``metrics.json``. Resuming checks the run's settings
+(:mod:`.run_settings`).
 """
 
 import json
@@ -12,23 +12,19 @@ import math
 import os
 import random
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, ContextManager, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 
 from ..bilm.options import ElmoOptions
-from ..files import PathLike, remove_orphans, write_bytes_atomic, write_text_atomic
+from ..files import PathLike, write_text_atomic
 from .checkpoint import (
     TrainState,
     checkpoint_path,
-    list_checkpoints,
     load_latest_checkpoint,
-    may_hold_checkpoint,
-    no_checkpoint_message,
     promote_checkpoint,
     prune_checkpoints,
     rng_state,
@@ -50,7 +46,6 @@ from .distributed import (
 )
 from .errors import (
     CheckpointError,
-    OutputDirError,
     PretrainConfigError,
     PretrainDataError,
     TrainingDivergedError,
@@ -63,39 +58,16 @@ from .optim import (
     apply_freezing,
     build_optimizer,
     grad_clip,
-    optimizer_kind,
     scheduled_learn_rate,
     set_learn_rate,
     trainable_blocks,
 )
+from .output_dir import check_output_dir, export_model, set_up_output_dir, write_errors
 from .progress import ProgressBar, RunLog
+from .run_settings import check_run_settings, check_vocabulary_and_optimizer, run_settings
 from .vocab import LmVocab
 
-OWN_FILES = ("config.cfg", "vocab.txt", "log.jsonl", "metrics.json")
-MODEL_DIRS = ("model-best", "model-last")
-MODEL_FILES = ("options.json", "weights.hdf5")
 KEPT_CHECKPOINTS = 2
-# Settings that fix the data stream and the model a checkpoint belongs to: a resumed run must keep them.
-RUN_SETTINGS = (
-    "data.format",
-    "data.lang",
-    "data.max_sentence_length",
-    "data.min_tokens",
-    "data.max_tokens",
-    "data.shuffle_buffer",
-    "data.sort_pool",
-    "vocab.size",
-    "vocab.min_count",
-    "vocab.max_tokens_for_vocab",
-    "vocab.path",
-    "training.seed",
-    "training.batch_tokens",
-    "training.softmax",
-    "training.n_samples",
-    "training.adaptive_cutoffs",
-    "training.adaptive_div_value",
-    "training.init_from",
-)
 
 
 @dataclass
@@ -239,79 +211,17 @@ class Trainer:
 
     def _prepare_output_dir(self) -> None:
         """Check OUTPUT_DIR on every process before any writes, then let the main one set it up."""
-        out = self.output_dir
-        if out.exists() and not out.is_dir():
-            raise OutputDirError(
-                f"OUTPUT_DIR {out} is a file, not a directory. Pass the path of a directory (it is created if missing)."
-            )
-        if self.resume and self.overwrite:
-            raise OutputDirError(
-                f"--resume and --overwrite contradict each other for {out}: pass --resume to continue the run "
-                f"there, or --overwrite to start a new one."
-            )
-        if self.resume:
-            if not list_checkpoints(out):
-                raise CheckpointError(no_checkpoint_message(out))
-        else:
-            self._check_fresh_start()
+        check_output_dir(self.output_dir, resume=self.resume, overwrite=self.overwrite)
         barrier(self.context)
         if self.context.is_main:
-            try:
-                out.mkdir(parents=True, exist_ok=True)
-                remove_orphans(out, keep=may_hold_checkpoint)
-                if self.overwrite:
-                    self._remove_previous_outputs()
-                write_text_atomic(out / "config.cfg", self.config.to_config().to_str())
-            except OSError as err:
-                then = (
-                    "then resume again with --resume: its checkpoints are untouched"
-                    if self.resume
-                    else "or pass another directory"
-                )
-                raise OutputDirError(
-                    f"Cannot write to OUTPUT_DIR {out}: {err}. Check its permissions and free space, {then}."
-                ) from None
-        barrier(self.context)
-
-    def _check_fresh_start(self) -> None:
-        out = self.output_dir
-        entries = sorted(path.name for path in out.iterdir()) if out.is_dir() else []
-        if entries and not self.overwrite:
-            shown = ", ".join(entries[:5]) + (f" and {len(entries) - 5} more" if len(entries) > 5 else "")
-            has_checkpoint = bool(list_checkpoints(out))
-            raise OutputDirError(
-                f"OUTPUT_DIR {out} is not empty ({shown}). "
-                + ("It holds a checkpoint: pass --resume to continue that run, or " if has_checkpoint else "Pass ")
-                + "--overwrite to start a new run there (it replaces config.cfg, vocab.txt, log.jsonl, metrics.json, "
-                "checkpoints and the model files of model-best/ and model-last/, and keeps every other file), "
-                "or choose a new OUTPUT_DIR."
+            set_up_output_dir(
+                self.output_dir,
+                self.config.to_config().to_str(),
+                resume=self.resume,
+                overwrite=self.overwrite,
+                say=self.say,
             )
-        for name in OWN_FILES:
-            if (out / name).is_dir():
-                raise OutputDirError(
-                    f"{out / name} is a directory, but pretraining writes a file there. Move it away or choose a new OUTPUT_DIR."
-                )
-        for name in MODEL_DIRS:
-            if (out / name).exists() and not (out / name).is_dir():
-                raise OutputDirError(
-                    f"{out / name} is a file, but pretraining writes a model folder there. Move it away or choose a new OUTPUT_DIR."
-                )
-
-    def _remove_previous_outputs(self) -> None:
-        """--overwrite: delete what an earlier run wrote here (so runs never mix), nothing else."""
-        out = self.output_dir
-        removed = prune_checkpoints(out, keep=[])
-        for name in ("log.jsonl", "metrics.json"):
-            (out / name).unlink(missing_ok=True)
-        for name in MODEL_DIRS:
-            folder = out / name
-            if folder.is_dir():
-                for file_name in MODEL_FILES:
-                    (folder / file_name).unlink(missing_ok=True)
-                if not any(folder.iterdir()):
-                    folder.rmdir()
-        if removed:
-            self.say(f"--overwrite: removed the earlier run's checkpoints ({', '.join(path.name for path in removed)})")
+        barrier(self.context)
 
     def _vocabulary(self) -> LmVocab:
         path = self.output_dir / "vocab.txt"
@@ -346,70 +256,16 @@ class Trainer:
 
     def run_settings(self) -> Dict[str, Any]:
         """What a checkpoint records so that resuming can refuse a different data stream or model."""
-        resolved = self.config.resolved
-        settings: Dict[str, Any] = {}
-        keys = list(RUN_SETTINGS)
-        if self.training.init_from is None:
-            keys += [f"model.{block}.{key}" for block in ("lstm", "char_cnn") for key in resolved["model"][block]]
-        for dotted in keys:
-            node: Any = resolved
-            for part in dotted.split("."):
-                node = node[part]
-            settings[dotted] = node
-        settings["paths.train"] = self.config.paths.train
-        settings["train_files"] = [[path.name, path.stat().st_size] for path in self.train_files]
-        return settings
-
-    def _check_run_settings(self, where: Path, recorded: Any) -> None:
-        if not isinstance(recorded, dict):
-            raise CheckpointError(
-                f'Cannot resume from {where}: its {where / "meta.json"} has no "run" settings to check the data '
-                f"stream and the model against (it was not written by this version of spacy-elmo). Start a new run "
-                f"in a new OUTPUT_DIR, or here with --overwrite."
-            )
-        current = self.run_settings()
-        differences = []
-        for key, before in recorded.items():
-            if key == "paths.train" or key not in current or current[key] == before:
-                continue
-            if key == "train_files":
-                differences.append(
-                    f"[paths] train = {current['paths.train']!r} gives the files {_describe_files(current[key])}, the run was "
-                    f"trained on {_describe_files(before)} ([paths] train = {recorded.get('paths.train')!r})"
-                )
-            else:
-                section, name = key.rsplit(".", 1)
-                differences.append(
-                    f"[{section}] {name} is {json.dumps(current[key])} now and was {json.dumps(before)} (--{key} {json.dumps(before)})"
-                )
-        if differences:
-            raise CheckpointError(
-                f"Cannot resume from {where}: the data stream or the model would differ from the run that wrote it "
-                f"({where / 'meta.json'}): {'; '.join(differences)}. Resume with the original settings, or start a new "
-                f"run in a new OUTPUT_DIR; to continue training these weights on other data, start a new OUTPUT_DIR with "
-                f"--training.init_from {self.output_dir / 'model-last'}."
-            )
+        return run_settings(self.config, self.train_files)
 
     def _restore(self) -> None:
         found = load_latest_checkpoint(self.output_dir)
         for path, reason in found.skipped:
             self.say(f"warning: skipping checkpoint {path.name}: {reason}; resuming from the previous one, {found.path.name}")
         checkpoint, where = found.state, found.path
-        self._check_run_settings(where, found.meta.get("run"))
+        check_run_settings(where, found.meta.get("run"), self.run_settings(), self.output_dir)
+        check_vocabulary_and_optimizer(where, checkpoint, len(self.vocab), self.training.optimizer, self.output_dir)
         fix = "Resume with the config of the original run, or start without --resume in a new OUTPUT_DIR."
-        if checkpoint["vocab_size"] != len(self.vocab):
-            raise CheckpointError(
-                f"Cannot resume from {where}: it was trained with a vocabulary of {checkpoint['vocab_size']:,} words and "
-                f"{self.output_dir / 'vocab.txt'} has {len(self.vocab):,}. Put back the vocab.txt of that run, or start "
-                f"without --resume in a new OUTPUT_DIR."
-            )
-        stored = optimizer_kind(checkpoint["optimizer"])
-        if stored not in (None, self.training.optimizer):
-            raise CheckpointError(
-                f"Cannot resume from {where}: it was trained with [training] optimizer = {stored!r} and the config "
-                f"now says {self.training.optimizer!r}; their states do not carry over. Resume with --training.optimizer "
-                f"{stored}, or start a new OUTPUT_DIR with --training.init_from {self.output_dir / 'model-last'}."
-            )
         try:
             self.objective.load_state_dict(checkpoint["model"])
             self.optimizer.load_state_dict(checkpoint["optimizer"])
@@ -620,29 +476,16 @@ class Trainer:
         return result
 
     def _export(self, name: str) -> None:
-        """Replace options.json and weights.hdf5 of ``OUTPUT_DIR/name``, each atomically; other files there stay."""
+        """Write the biLM to ``OUTPUT_DIR/name`` (:func:`.output_dir.export_model`), on the main process."""
         if not self.context.is_main:
             return
         target = self.output_dir / name
-        data = self.objective.bilm.to_bytes()
         with self._writing(target):
-            target.mkdir(exist_ok=True)
-            write_bytes_atomic(target / "weights.hdf5", data["weights"])
-            write_bytes_atomic(target / "options.json", data["options"])
+            export_model(target, self.objective.bilm)
 
-    @contextmanager
-    def _writing(self, target: Path) -> Iterator[None]:
-        """Turn a failed write (disk full, permissions) into an error that names the file and says how to continue."""
-        try:
-            yield
-        except OSError as err:
-            if self.checkpoints:
-                how = f"the newest complete checkpoint, {self.checkpoints[-1]}, is intact: continue with --resume."
-            else:
-                how = "no checkpoint was written yet: start again with --overwrite."
-            raise OutputDirError(
-                f"Cannot write {target}: {err.strerror or err}. Free disk space or fix the permissions of {self.output_dir}; {how}"
-            ) from None
+    def _writing(self, target: Path) -> ContextManager[None]:
+        """Turn a failed write of ``target`` into an error that says how to continue (see :func:`.output_dir.write_errors`)."""
+        return write_errors(target, self.output_dir, self.checkpoints[-1] if self.checkpoints else None)
 
     def _checkpoint(self) -> None:
         rng_states = gather_objects(self.context, rng_state())
@@ -730,8 +573,3 @@ def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def _describe_files(files: List[List[Any]]) -> str:
-    shown = ", ".join(f"{name} ({size:,} bytes)" for name, size in files[:3])
-    return shown + (f" and {len(files) - 3} more" if len(files) > 3 else "")

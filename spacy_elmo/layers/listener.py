@@ -3,7 +3,7 @@
 The listener receives the biLM's per-doc layers from the upstream ``elmo`` component during
 ``update`` (the biLM runs once per batch for all listeners) and reads ``doc._.elmo_layers``
 otherwise, as spaCy's listener protocol prescribes. The ``ElmoListener.v1`` architecture
-(:mod:`.architectures`) chains it with the task's own scalar mix, so replacing the listener
+(:mod:`spacy_elmo.pipeline.architectures`) chains it with the task's own scalar mix, so replacing the listener
 by a copy of the upstream model (``nlp.replace_listeners``) keeps the learned mix.
 """
 

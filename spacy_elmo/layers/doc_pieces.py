@@ -13,7 +13,7 @@ from spacy.tokens import Doc
 from thinc.api import Model
 from thinc.types import Floats3d
 
-from ..layers.bilm_layer import bilm_options, prefill
+from .bilm_layer import bilm_options, prefill
 
 Piece = List[int]
 
