@@ -308,3 +308,14 @@ def test_implausible_clip_values_are_refused(tiny_model, clip):
     data["lstm"]["cell_clip"] = clip
     with pytest.raises(ElmoOptionsError, match=r"'lstm.cell_clip' must be a number in \(0, 1e\+06\]"):
         ElmoOptions.from_dict(data)
+
+
+def test_a_wrong_token_cache_size_names_the_setting_and_what_it_means():
+    from spacy_elmo.bilm.token_cache import TokenCache
+    from spacy_elmo.errors import ElmoOptionsError
+
+    for size in (-1, True, 1.5):
+        with pytest.raises(
+            ElmoOptionsError, match=r"token_cache_size must be an integer >= 0, got .*0 turns the token cache off"
+        ):
+            TokenCache(size)

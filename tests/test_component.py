@@ -153,7 +153,9 @@ def test_mismatched_options_name_dataset_and_shapes(model_dir, tmp_path):
 def test_invalid_config_values(model_dir):
     with pytest.raises(ElmoOptionsError, match="max_batch_tokens"):
         _nlp(model_dir, max_batch_tokens=0)
-    with pytest.raises(ValueError, match="max_piece_length"):
+    with pytest.raises(
+        ElmoOptionsError, match=r"spacy-elmo\.ElmoBiLM\.v1 .*max_piece_length must be a positive integer, got -1: .*default 256"
+    ):
         _nlp(model_dir, max_piece_length=-1)
     nlp = spacy.blank("en")
     nlp.add_pipe("elmo", config={"model": {"weights": str(model_dir)}, "layer_weights": [1.0, 2.0]})

@@ -127,3 +127,13 @@ def test_an_fp32_run_resumes_in_bf16_and_a_bad_precision_names_the_setting(tmp_p
     assert sorted(losses) == list(range(1, 9)) and all(loss == loss and loss < 10 for loss in losses.values())
     with pytest.raises(PretrainConfigError, match=r"\[training\] precision must be one of \['fp32', 'bf16'\]"):
         load_config(tmp_path / "tiny.cfg", {**overrides, "training.precision": "fp16"})
+
+
+def test_training_autocast_refuses_an_inference_only_precision_naming_the_setting():
+    from spacy_elmo.bilm.training_precision import training_autocast
+    from spacy_elmo.errors import ElmoOptionsError
+
+    with pytest.raises(
+        ElmoOptionsError, match=r"\[training\] precision must be one of 'fp32', 'bf16', got 'int8': .*inference only"
+    ):
+        training_autocast("int8", torch.device("cpu"))

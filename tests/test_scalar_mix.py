@@ -5,7 +5,9 @@ from typing import Callable, List
 import numpy as np
 import pytest
 
+from spacy_elmo.errors import ElmoOptionsError
 from spacy_elmo.layers.scalar_mix import ScalarMix, mix_coefficients
+from spacy_elmo.pipeline.architectures import ElmoListener_v1, ElmoMix_v1
 
 
 def make_mix(layer_norm: bool, l2_penalty: float = 0.0):
@@ -88,3 +90,24 @@ def test_the_mix_keeps_its_own_dropout_whatever_spacy_training_sets(own, trainin
     outputs, _ = mix(layers, is_train=True)
     dropped = float((outputs[0] == 0).mean())
     assert dropped == pytest.approx(own, abs=0.05)
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"l2_penalty": -0.1}, r"l2_penalty must be a number >= 0, got -0\.1: use 0 for no penalty"),
+        ({"l2_penalty": "0.001"}, r"l2_penalty must be a number >= 0, got '0\.001'"),
+        ({"dropout": 1.0}, r"dropout must be a number in \[0, 1\), got 1\.0: use 0 for none"),
+        ({"dropout": True}, r"dropout must be a number in \[0, 1\), got True"),
+        ({"layer_norm": "yes"}, r"layer_norm must be true or false, got 'yes'"),
+    ],
+)
+def test_a_wrong_mix_setting_names_the_setting_the_architecture_and_the_fix(settings, message):
+    with pytest.raises(ElmoOptionsError, match=message):
+        ScalarMix(**settings)
+    with pytest.raises(
+        ElmoOptionsError, match=r"spacy-elmo\.ElmoListener\.v1 \(a task's ELMo mix.*tok2vec\.elmo\]\): " + message
+    ):
+        ElmoListener_v1(**settings)
+    with pytest.raises(ElmoOptionsError, match=r"spacy-elmo\.ElmoMix\.v1 .*: " + message):
+        ElmoMix_v1(ScalarMix(), **settings)

@@ -13,6 +13,7 @@ from typing import Hashable, List, Optional, Sequence, Tuple
 
 import torch
 
+from ..errors import ElmoOptionsError
 from ..locks import PicklableLock
 
 DEFAULT_TOKEN_CACHE_SIZE = 10_000
@@ -24,8 +25,11 @@ class TokenCache:
     """Maps a token's character-id key to its ``(P,)`` vector; holds at most ``size`` entries."""
 
     def __init__(self, size: int) -> None:
-        if not isinstance(size, int) or size < 0:
-            raise ValueError(f"token_cache_size must be an integer >= 0, got {size!r}.")
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise ElmoOptionsError(
+                f"token_cache_size must be an integer >= 0, got {size!r}: the distinct tokens whose vectors are kept "
+                f"between batches (0 turns the token cache off)."
+            )
         self.size = size
         self._slots: OrderedDict[bytes, int] = OrderedDict()
         self._table: Optional[torch.Tensor] = None

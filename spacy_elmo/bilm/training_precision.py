@@ -14,6 +14,8 @@ from typing import ContextManager, Optional
 
 import torch
 
+from ..errors import ElmoOptionsError
+
 TRAINING_PRECISIONS = ("fp32", "bf16")
 """What ``[training] precision`` of ``pretrain`` may be."""
 
@@ -21,7 +23,11 @@ TRAINING_PRECISIONS = ("fp32", "bf16")
 def training_autocast(precision: str, device: torch.device) -> ContextManager:
     """The context that runs a training forward pass in ``precision`` on ``device``."""
     if precision not in TRAINING_PRECISIONS:
-        raise ValueError(f"precision must be one of {list(TRAINING_PRECISIONS)}, got {precision!r}.")
+        raise ElmoOptionsError(
+            f"[training] precision must be one of {', '.join(repr(p) for p in TRAINING_PRECISIONS)}, got {precision!r}: "
+            f"training runs in float32 or under bfloat16 autocast ('int8' is a precision of inference only, the "
+            f"elmo component's model.precision)."
+        )
     if precision == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16)

@@ -13,6 +13,8 @@ from spacy.tokens import Doc
 from thinc.api import Model
 from thinc.types import Floats3d
 
+from ..bilm.batching import DEFAULT_MAX_PIECE_LENGTH
+from ..errors import ElmoOptionsError
 from .bilm_layer import bilm_options, prefill
 
 Piece = List[int]
@@ -48,7 +50,10 @@ def prefill_docs(model: Model, docs: Iterable[Doc], *, progress: bool = True) ->
 def with_doc_pieces(bilm: Model, max_piece_length: int) -> Model[List[Doc], List[Floats3d]]:
     """Wrap a layer over token sequences so that it maps docs to ``(L+1, len(doc), 2P)``."""
     if not isinstance(max_piece_length, int) or max_piece_length < 1:
-        raise ValueError(f"max_piece_length must be a positive integer, got {max_piece_length!r}.")
+        raise ElmoOptionsError(
+            f"max_piece_length must be a positive integer, got {max_piece_length!r}: the number of tokens the biLM "
+            f"reads as one sequence at most (default {DEFAULT_MAX_PIECE_LENGTH}); longer docs are read in pieces."
+        )
     return Model(
         "elmo-doc-pieces",
         _forward,

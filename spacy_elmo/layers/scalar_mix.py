@@ -13,6 +13,8 @@ from typing import Callable, Iterable, List, Optional, Tuple, cast
 from thinc.api import Model, Ops
 from thinc.types import Floats1d, Floats2d, Floats3d
 
+from ..errors import ElmoOptionsError
+
 LAYER_NORM_EPS = 1e-12
 MIX_DROPOUT = "mix_dropout"
 """The attribute holding the mix's own dropout rate."""
@@ -22,10 +24,18 @@ def ScalarMix(
     n_layers: Optional[int] = None, l2_penalty: float = 0.0, dropout: float = 0.0, layer_norm: bool = False
 ) -> Model[List[Floats3d], List[Floats2d]]:
     """Mix ``(L+1, n, width)`` layer stacks into ``(n, width)`` with learned weights."""
-    if l2_penalty < 0:
-        raise ValueError(f"l2_penalty must be >= 0, got {l2_penalty!r}.")
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must be in [0, 1), got {dropout!r}.")
+    if not _is_number(l2_penalty) or not l2_penalty >= 0:
+        raise ElmoOptionsError(
+            f"l2_penalty must be a number >= 0, got {l2_penalty!r}: use 0 for no penalty on the mix weights, "
+            f"or a small value such as 0.001 (the paper's)."
+        )
+    if not _is_number(dropout) or not 0.0 <= dropout < 1.0:
+        raise ElmoOptionsError(
+            f"dropout must be a number in [0, 1), got {dropout!r}: use 0 for none, or the share of the mixed "
+            f"vectors' values to drop in training, such as 0.1."
+        )
+    if not isinstance(layer_norm, bool):
+        raise ElmoOptionsError(f"layer_norm must be true or false, got {layer_norm!r}.")
     return Model(
         "elmo-scalar-mix",
         forward,
@@ -35,6 +45,10 @@ def ScalarMix(
         # Not "dropout_rate": spaCy's update sets every layer's "dropout_rate" to [training] dropout.
         attrs={"l2_penalty": l2_penalty, MIX_DROPOUT: dropout, "layer_norm": layer_norm},
     )
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def init(model: Model, X: Optional[List[Floats3d]] = None, Y: Optional[List[Floats2d]] = None) -> None:

@@ -63,13 +63,13 @@ def ElmoBiLM_v1(
             layer_store_mb=layer_store_mb,
             layer_store_float16=layer_store_float16,
         )
+        scaler = PyTorchGradScaler(**(grad_scaler_config or {"enabled": mixed_precision}))
+        bilm_layer = ElmoBiLMLayer(settings, mixed_precision=mixed_precision, grad_scaler=scaler)
+        model = with_doc_pieces(bilm_layer, max_piece_length)
     except ElmoOptionsError as err:
         raise ElmoOptionsError(
             f"{ELMO_BILM} (the model of an elmo component, [components.<name>.model] in a config): {err}"
         ) from None
-    scaler = PyTorchGradScaler(**(grad_scaler_config or {"enabled": mixed_precision}))
-    bilm_layer = ElmoBiLMLayer(settings, mixed_precision=mixed_precision, grad_scaler=scaler)
-    model = with_doc_pieces(bilm_layer, max_piece_length)
     model.set_ref(BILM_LAYER_REF, bilm_layer)
     model.attrs["replace_listener_cfg"] = replace_listener_cfg
     return model
@@ -84,14 +84,29 @@ def default_model_config() -> Dict[str, Any]:
     }
 
 
-@registry.architectures("spacy-elmo.ElmoMix.v1")
+ELMO_MIX = "spacy-elmo.ElmoMix.v1"
+ELMO_LISTENER = "spacy-elmo.ElmoListener.v1"
+
+
+def _scalar_mix(architecture: str, l2_penalty: float, dropout: float, layer_norm: bool) -> Model:
+    """The task's :func:`ScalarMix`; a wrong setting names ``architecture`` and where it sits in a config."""
+    try:
+        return ScalarMix(l2_penalty=l2_penalty, dropout=dropout, layer_norm=layer_norm)
+    except ElmoOptionsError as err:
+        raise ElmoOptionsError(
+            f"{architecture} (a task's ELMo mix, the elmo block of its tok2vec in a config, e.g. "
+            f"[components.ner.model.tok2vec.elmo]): {err}"
+        ) from None
+
+
+@registry.architectures(ELMO_MIX)
 def ElmoMix_v1(
     elmo: Model[List[Doc], List[Floats3d]], l2_penalty: float = 0.0, dropout: float = 0.0, layer_norm: bool = False
 ) -> Model[List[Doc], List[Floats2d]]:
     """A biLM owned by the downstream component, mixed by its scalar mix: what an
     ``ElmoListener.v1`` becomes after ``nlp.replace_listeners``, with the listener's mix
     settings (see :func:`ElmoListener_v1`); a config without ``layer_norm`` means false."""
-    return chain(elmo, ScalarMix(l2_penalty=l2_penalty, dropout=dropout, layer_norm=layer_norm))
+    return chain(elmo, _scalar_mix(ELMO_MIX, l2_penalty, dropout, layer_norm))
 
 
 def replace_listener_cfg(elmo_cfg: Dict[str, Any], listener_cfg: Dict[str, Any]) -> Dict[str, Any]:
@@ -100,7 +115,7 @@ def replace_listener_cfg(elmo_cfg: Dict[str, Any], listener_cfg: Dict[str, Any])
         listener_cfg = listener_cfg.get("elmo", {})
     defaults = inspect.signature(ElmoListener_v1).parameters
     return {
-        "@architectures": "spacy-elmo.ElmoMix.v1",
+        "@architectures": ELMO_MIX,
         "elmo": elmo_cfg,
         **{name: listener_cfg.get(name, defaults[name].default) for name in MIX_SETTINGS},
     }
@@ -111,7 +126,7 @@ MIX_SETTINGS = ("l2_penalty", "dropout", "layer_norm")
 and ``grad_factor`` concern the shared biLM, which the replacement owns)."""
 
 
-@registry.architectures("spacy-elmo.ElmoListener.v1")
+@registry.architectures(ELMO_LISTENER)
 def ElmoListener_v1(
     upstream: str = "*",
     grad_factor: float = 1.0,
@@ -128,9 +143,7 @@ def ElmoListener_v1(
     layer_norm: standardise each layer over the batch before mixing (upstream ``do_layer_norm``).
     """
     listener = ElmoListener(upstream, grad_factor)
-    model: Model[List[Doc], List[Floats2d]] = chain(
-        listener, ScalarMix(l2_penalty=l2_penalty, dropout=dropout, layer_norm=layer_norm)
-    )
+    model: Model[List[Doc], List[Floats2d]] = chain(listener, _scalar_mix(ELMO_LISTENER, l2_penalty, dropout, layer_norm))
     model.set_ref("listener", listener)
     return model
 
