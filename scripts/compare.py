@@ -27,7 +27,8 @@ NER_SPLITS = ("dev", "test")
 TEXTCAT_TASKS = {"sst5": "SST-5", "sst2": "SST-2"}
 ELMO_PIPELINES = {"ner-elmo": "NER (CoNLL-2003)", "sst5-elmo": "SST-5", "sst2-elmo": "SST-2"}
 STEPS = [
-    "convert",
+    "convert-ner",
+    "convert-textcat",
     "pretrain",
     "select-bilm",
     "train-ner-baseline",
