@@ -15,6 +15,7 @@ before the first ``: `` that starts an explanation) is checked when that part ho
 the same words, and numbers within ``NUMBER_TOLERANCE``.
 """
 
+import ast
 import gzip
 import os
 import re
@@ -419,6 +420,11 @@ def test_configuration_reference_is_current():
     assert [(key, value) for key, value in table if defaults.get(key) != value] == [], "the settings table's defaults differ"
 
 
+# Files a clone has and an installed wheel does not (the package's own configs/ and
+# default_model/README are shipped, so a path inside spacy_elmo/ does not count).
+REPO_ONLY = re.compile(r"(?<![\w/])(?:docs|configs|shared|scripts|benchmarks)/|\bREADME\b|project\.yml")
+
+
 @pytest.mark.parametrize("command", [[], ["pretrain"], ["embed"], ["embed-merge"], ["init-config"], ["config"]])
 def test_help_names_what_a_wheel_user_has(command: List[str]) -> None:
     """Help texts never send an installed user to files only a clone has."""
@@ -426,8 +432,32 @@ def test_help_names_what_a_wheel_user_has(command: List[str]) -> None:
         [sys.executable, "-m", "spacy_elmo", *command, "--help"], capture_output=True, text=True, timeout=120, cwd=REPO.parent
     )
     assert result.returncode == 0, result.stderr
-    for repo_only in ("configs/", "shared/", "README"):
-        assert repo_only not in result.stdout, f"{' '.join(command)} --help mentions {repo_only!r}"
+    found = REPO_ONLY.search(result.stdout)
+    assert found is None, f"{' '.join(command)} --help mentions {found.group(0)!r}"
+
+
+def runtime_strings(path: Path) -> List[Tuple[int, str]]:
+    """(line, text) of the string constants in a module that its code uses: help, error and
+    log texts, without docstrings and other bare string statements."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    bare = {id(node.value) for node in ast.walk(tree) if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)}
+    return [
+        (node.lineno, node.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in bare
+    ]
+
+
+def test_messages_name_what_a_wheel_user_has() -> None:
+    """No help, error or log text of the package names a file only a clone has; they name
+    commands (``python -m spacy_elmo config NAME OUT``, ``--help``) instead."""
+    found = [
+        f"{path.relative_to(REPO)}:{line}: {text[:100]!r}"
+        for path in sorted((REPO / "spacy_elmo").rglob("*.py"))
+        for line, text in runtime_strings(path)
+        if REPO_ONLY.search(text)
+    ]
+    assert found == []
 
 
 # Machine paths ------------------------------------------------------------------------------

@@ -87,7 +87,8 @@ def build_embed_parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument(
         "--precision",
         default="fp32",
-        help="fp32 (exact, the default), or bf16 / int8 matmuls: faster, approximate (docs/speed.md)",
+        help="fp32 (exact, the default), or bf16 / int8 matmuls: faster, approximate; bf16 needs a CPU with AVX512-BF16 or AMX, "
+        "or a CUDA GPU; int8 runs on CPUs only",
     )
     parser.add_argument(
         "--force",

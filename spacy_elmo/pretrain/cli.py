@@ -54,7 +54,9 @@ def build_parser(prog: str = "python -m spacy_elmo pretrain") -> argparse.Argume
     parser.add_argument(
         "--return-memory",
         action="store_true",
-        help="let the C allocator hand freed memory back to the OS (by default this command keeps it for reuse, which makes CPU training much faster on Linux; see docs/pretraining.md)",
+        help="let the C allocator hand freed memory back to the OS (by default this command keeps it for reuse, which makes CPU "
+        "training much faster on Linux with glibc, where handing it back means unmapping large blocks and faulting them in "
+        "again at every step)",
     )
     return parser
 
