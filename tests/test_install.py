@@ -1,31 +1,30 @@
 """The README's packaging recipe, run verbatim: the plugin's wheel and sdist build and pass
-``twine check``, a pipeline packaged as a wheel lies beside the plugin's wheel, and both
-install offline (``pip install --no-index --find-links``) into a fresh virtual environment,
-where ``spacy.load`` runs the pipeline from the installed files, outside the repository. A
-file missing from the wheel's package data (the default biLM, the shipped configs) fails here.
+``twine check``, a pipeline packaged as a wheel lies beside the plugin's wheel, ``pip download``
+adds the wheels of every requirement to that folder, and ``pip install --no-index
+--find-links`` installs from it alone into a fresh virtual environment, where ``spacy.load``
+runs the pipeline from the installed files, outside the repository. A requirement missing
+from setup.cfg or a file missing from the wheel's package data (the default biLM, the shipped
+configs) fails here.
 
-The fresh environment gets spaCy, torch and spacy-elmo's other requirements by a ``.pth``
-file pointing at a folder of links to this environment's installed packages (spacy-elmo's
-own editable install left out), so that ``--no-index`` finds them installed, as on a machine
-where they were installed first, without copying gigabytes of wheels.
+The download runs with this environment's pip settings and its installed versions as
+constraints (``pip freeze``), so torch is the CPU build this environment has, taken from the
+local wheel folder or pip's cache where the machine has them, and spaCy and the rest come
+from PyPI or pip's cache. The install sees no pip configuration and no index: only the folder.
 """
 
 import os
+import re
 import shutil
 import subprocess
 import sys
-import sysconfig
 from pathlib import Path
+from typing import Dict
 
 import pytest
 
 from test_readme import README, REPO, blocks, offline_env, run_block, trained_pipeline
 
 pytestmark = pytest.mark.slow
-
-# Installed entries of this environment that the fresh one must not see: spacy-elmo itself
-# (an editable install of the repository) and pip, which the fresh environment has its own of.
-LEFT_OUT = ("spacy_elmo", "__editable__", "pip", "distutils-precedence.pth", "__pycache__")
 
 
 def copy_sources(target: Path) -> None:
@@ -45,33 +44,31 @@ def copy_sources(target: Path) -> None:
             shutil.copy2(source, destination)
 
 
-def fresh_venv(folder: Path) -> Path:
-    """A new virtual environment whose only view of the installed requirements is a folder of links."""
-    subprocess.run([sys.executable, "-m", "venv", str(folder / "venv")], check=True, capture_output=True)
-    deps = folder / "deps"
-    deps.mkdir()
-    for entry in Path(sysconfig.get_paths()["purelib"]).iterdir():
-        if not entry.name.startswith(LEFT_OUT):
-            (deps / entry.name).symlink_to(entry)
-    python = folder / "venv" / "bin" / "python"
-    # Python < 3.12 puts an old setuptools into a new venv, which would hide the one torch needs.
-    subprocess.run([str(python), "-m", "pip", "uninstall", "-q", "-y", "setuptools"], check=False, capture_output=True)
-    purelib = subprocess.run(
-        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    (Path(purelib) / "requirements-installed-first.pth").write_text(str(deps) + "\n", encoding="utf-8")
-    return python
+def installed_versions(path: Path) -> Path:
+    """A pip constraints file pinning every package of this environment to its installed version."""
+    frozen = subprocess.run(
+        [sys.executable, "-m", "pip", "freeze", "--exclude-editable"], capture_output=True, text=True, check=True
+    ).stdout
+    pins = [line for line in frozen.splitlines() if re.fullmatch(r"[A-Za-z0-9._-]+==\S+", line)]
+    path.write_text("\n".join(pins) + "\n", encoding="utf-8")
+    return path
+
+
+def run_script(code: str, folder: Path, env: Dict[str, str], timeout: int) -> str:
+    """Run shell commands in ``folder``, stopping at the first failure; their output."""
+    script = folder / ".commands.sh"
+    script.write_text("set -euo pipefail\n" + code, encoding="utf-8")
+    done = subprocess.run(["bash", str(script)], cwd=folder, env=env, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    return done.stdout
 
 
 def test_the_readme_recipe_installs_the_pipeline_offline_in_a_fresh_venv(tmp_path: Path) -> None:
     pytest.importorskip("build", reason="the package extra: pip install '.[package]'")
     pytest.importorskip("twine", reason="the package extra: pip install '.[package]'")
     recipe = [block for block in blocks(README) if block.marker == "install"]
-    assert [block.language for block in recipe] == ["bash", "python", "bash", "bash"]
-    build, meta, package, install = recipe
+    assert [block.language for block in recipe] == ["bash", "python", "bash", "bash", "bash"]
+    build, meta, package, download, install = recipe
 
     source = tmp_path / "clone"
     copy_sources(source)
@@ -84,19 +81,24 @@ def test_the_readme_recipe_installs_the_pipeline_offline_in_a_fresh_venv(tmp_pat
         "spacy_elmo-0.1.0-py3-none-any.whl",
     ]
 
+    env = offline_env(source)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env["PATH"]
+    env["PIP_CONSTRAINT"] = str(installed_versions(tmp_path / "installed-versions.txt"))
+    run_script(download.code, source, env, timeout=900)
+    downloaded = {re.split(r"-\d", path.name, maxsplit=1)[0].lower() for path in dist.glob("*.whl")}
+    assert {"torch", "spacy", "thinc", "h5py", "numpy"} <= downloaded, sorted(downloaded)
+
     machine = tmp_path / "other-machine"
     machine.mkdir()
     shutil.copytree(dist, machine / "dist")
-    python = fresh_venv(tmp_path)
-    env = offline_env(machine)
-    env["PATH"] = str(python.parent) + os.pathsep + env["PATH"]
-    env["VIRTUAL_ENV"] = str(python.parent.parent)
-    env.pop("PYTHONPATH", None)
-    script = machine / "install.sh"
-    script.write_text("set -euo pipefail\n" + install.code, encoding="utf-8")
-    done = subprocess.run(["bash", str(script)], cwd=machine, env=env, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
-    assert done.stdout.strip().splitlines()[-1] == "['elmo', 'ner']"
+    subprocess.run([sys.executable, "-m", "venv", str(tmp_path / "venv")], check=True, capture_output=True)
+    python = tmp_path / "venv" / "bin" / "python"
+    env = {key: value for key, value in offline_env(machine).items() if not key.startswith(("PIP_", "PYTHON"))}
+    env.update(
+        PATH=str(python.parent) + os.pathsep + env["PATH"], VIRTUAL_ENV=str(python.parent.parent), PIP_CONFIG_FILE=os.devnull
+    )
+    printed = run_script(install.code, machine, env, timeout=900)
+    assert printed.strip().splitlines()[-1] == "['elmo', 'ner']"
 
     check = """
 import spacy, spacy_elmo
