@@ -39,6 +39,7 @@ from spacy.language import Language
 from spacy.tokens import Doc
 from spacy.vocab import Vocab
 
+from docs_block import printed_into_docs
 from spacy_elmo.bilm.model import ElmoBiLM
 from spacy_elmo.bilm.pretrained import DEFAULT_MODEL_DIR, DEFAULT_MODEL_NAME
 
@@ -362,6 +363,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--shared", type=Path, default=Path(default_shared), help="the shared folder (bench/, data/)")
+    parser.add_argument(
+        "--write-docs",
+        action="store_true",
+        help="also write the printed tables into the inference-benchmark block of docs/speed.md",
+    )
     parser.add_argument("--_measure-rss", nargs=2, metavar=("IMPL", "ARCH"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     archs = [arch.strip() for arch in args.archs.split(",") if arch.strip()]
@@ -382,16 +388,17 @@ def main(argv: Sequence[str]) -> None:
     torch.set_num_threads(args.threads)
     sentences = read_sentences(args.shared / "data" / "conll2003" / "dev.txt", args.sentences)
     words = sum(len(sentence) for sentence in sentences)
-    print_header(args, words, len(sentences))
-    for arch in args.arch_list:
-        options, weights = model_files(args.shared, arch)
-        rss = {impl.key: measure_rss(impl, arch, args) for impl in IMPLS}
-        runners = {impl.key: load_runner(impl, args.shared, options, weights, args.batch_size) for impl in IMPLS}
-        seconds, outputs = time_impls(runners, sentences, args.repeats)
-        print_arch(arch, options, weights, words, seconds, rss, outputs)
-        del runners, outputs
-        gc.collect()
-        sys.stdout.flush()
+    with printed_into_docs("inference-benchmark" if args.write_docs else None):
+        print_header(args, words, len(sentences))
+        for arch in args.arch_list:
+            options, weights = model_files(args.shared, arch)
+            rss = {impl.key: measure_rss(impl, arch, args) for impl in IMPLS}
+            runners = {impl.key: load_runner(impl, args.shared, options, weights, args.batch_size) for impl in IMPLS}
+            seconds, outputs = time_impls(runners, sentences, args.repeats)
+            print_arch(arch, options, weights, words, seconds, rss, outputs)
+            del runners, outputs
+            gc.collect()
+            sys.stdout.flush()
 
 
 if __name__ == "__main__":

@@ -34,6 +34,8 @@ from typing import Any, Callable, Dict, List, Optional
 import spacy
 from spacy.util import registry
 
+from docs_block import printed_into_docs
+
 REPO = Path(__file__).resolve().parents[1]
 CLOCK_ENV = "SPACY_ELMO_BENCH_CLOCK"
 
@@ -187,6 +189,11 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--threads", default="2,1", help="comma-separated thread counts")
     parser.add_argument("--settings", default="baseline,elmo", help="comma-separated subset of: baseline,elmo")
     parser.add_argument("--workdir", type=Path, required=True, help="runs, corpora and weights (outside the repository)")
+    parser.add_argument(
+        "--write-docs",
+        action="store_true",
+        help="also write the printed tables into the train-cli-benchmark block of docs/speed.md",
+    )
     parser.add_argument("--store", type=Path, default=None, help="the ELMo layer store (default: WORKDIR/store; emptied)")
     parser.add_argument("--shared", type=Path, default=Path(os.environ.get("SPACY_ELMO_SHARED") or REPO.parent / "shared"))
     args = parser.parse_args(argv)
@@ -222,31 +229,32 @@ def main(argv: Optional[List[str]] = None) -> None:
                 result["store_mib"] = directory_bytes(store) / 2**20 if setting == "elmo" else None
                 rows.append(result)
                 print(json.dumps(result), file=sys.stderr, flush=True)
-    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    print(
-        f"{now} · {machine()} · load average at start {load[0]:.1f} · Python {platform.python_version()} · "
-        f"spaCy {spacy.__version__} · commit {code_version}\n"
-    )
-    print(f"Command: `{shlex.join(['python', 'benchmarks/bench_train_cli.py', *(argv or sys.argv[1:])])}`\n")
-    print(
-        f"Data: the first {args.sentences:,} CoNLL-2003 training sentences ({words:,} words), dev = the first "
-        f"{args.dev:,} dev sentences; {args.epochs} epochs; ELMo: `configs/ner_elmo.cfg` with only "
-        f"`weights` set to the `{args.arch}` architecture's synthetic seed-0 weights (store emptied before run 1 "
-        f"of each thread count); baseline: `configs/ner_baseline.cfg`. Run 2 uses seed 1.\n"
-    )
-    header = "| config | threads | run | wall time (s) | × baseline | first update at (s) | "
-    header += " | ".join(f"epoch {i + 1} words/s" for i in range(args.epochs)) + " | peak RSS (MiB) | store on disk (MiB) |"
-    print(header)
-    print("|---|---:|---:|---:|---:|---:|" + "---:|" * args.epochs + "---:|---:|")
-    for r in rows:
-        ratio = f"{r['ratio']:.2f}" if r["ratio"] is not None else "–"
-        store_mib = f"{r['store_mib']:,.0f}" if r["store_mib"] is not None else "–"
-        speeds = " | ".join(f"{s:,.0f}" for s in r["speeds"])
-        name = "ELMo (`ner_elmo.cfg`)" if r["setting"] == "elmo" else "baseline (`ner_baseline.cfg`)"
+    with printed_into_docs("train-cli-benchmark" if args.write_docs else None):
+        now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         print(
-            f"| {name} | {r['threads']} | {r['run']} (seed {r['seed']}) | {r['wall']:,.0f} | {ratio} | "
-            f"{r['first_update']:,.0f} | {speeds} | {r['rss_mib']:,.0f} | {store_mib} |"
+            f"{now} · {machine()} · load average at start {load[0]:.1f} · Python {platform.python_version()} · "
+            f"spaCy {spacy.__version__} · commit {code_version}\n"
         )
+        print(f"Command: `{shlex.join(['python', 'benchmarks/bench_train_cli.py', *(argv or sys.argv[1:])])}`\n")
+        print(
+            f"Data: the first {args.sentences:,} CoNLL-2003 training sentences ({words:,} words), dev = the first "
+            f"{args.dev:,} dev sentences; {args.epochs} epochs; ELMo: `configs/ner_elmo.cfg` with only "
+            f"`weights` set to the `{args.arch}` architecture's synthetic seed-0 weights (store emptied before run 1 "
+            f"of each thread count); baseline: `configs/ner_baseline.cfg`. Run 2 uses seed 1.\n"
+        )
+        header = "| config | threads | run | wall time (s) | × baseline | first update at (s) | "
+        header += " | ".join(f"epoch {i + 1} words/s" for i in range(args.epochs)) + " | peak RSS (MiB) | store on disk (MiB) |"
+        print(header)
+        print("|---|---:|---:|---:|---:|---:|" + "---:|" * args.epochs + "---:|---:|")
+        for r in rows:
+            ratio = f"{r['ratio']:.2f}" if r["ratio"] is not None else "–"
+            store_mib = f"{r['store_mib']:,.0f}" if r["store_mib"] is not None else "–"
+            speeds = " | ".join(f"{s:,.0f}" for s in r["speeds"])
+            name = "ELMo (`ner_elmo.cfg`)" if r["setting"] == "elmo" else "baseline (`ner_baseline.cfg`)"
+            print(
+                f"| {name} | {r['threads']} | {r['run']} (seed {r['seed']}) | {r['wall']:,.0f} | {ratio} | "
+                f"{r['first_update']:,.0f} | {speeds} | {r['rss_mib']:,.0f} | {store_mib} |"
+            )
 
 
 if __name__ == "__main__":

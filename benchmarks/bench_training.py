@@ -30,6 +30,7 @@ from spacy.tokens import DocBin
 from spacy.training import Example
 from thinc.api import fix_random_seed
 
+from docs_block import printed_into_docs
 from spacy_elmo import ElmoBiLM
 
 REPO = Path(__file__).resolve().parents[1]
@@ -118,6 +119,11 @@ def main() -> None:
     parser.add_argument("--batch-words", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--shared", type=Path, default=Path(os.environ.get("SPACY_ELMO_SHARED") or REPO.parent / "shared"))
+    parser.add_argument(
+        "--write-docs",
+        action="store_true",
+        help="also write the printed tables into the training-benchmark block of docs/speed.md",
+    )
     parser.add_argument("--settings", default=",".join(SETTINGS), help="comma-separated subset of: " + ",".join(SETTINGS))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -133,17 +139,20 @@ def main() -> None:
             ),
             platform.processor(),
         )
-        print(f"{datetime.date.today()} · {cpu} · {args.threads} threads · torch {torch.__version__} · spaCy {spacy.__version__}")
-        print(
-            f"`{shlex.join(['python', *sys.argv])}` — {args.sentences} CoNLL-2003 train sentences, batches of ~{args.batch_words} words, small biLM architecture\n"
-        )
-        header = "| setting | " + " | ".join(f"epoch {i + 1} words/s" for i in range(args.epochs)) + " |"
-        print(header)
-        print("|" + "---|" * (args.epochs + 1))
-        for name in args.settings.split(","):
-            label, config_name, overrides = SETTINGS[name]
-            speeds = words_per_second(config_name, overrides, model_dir, corpus, args.epochs, args.batch_words)
-            print(f"| {label} | " + " | ".join(f"{s:,.0f}" for s in speeds) + " |", flush=True)
+        with printed_into_docs("training-benchmark" if args.write_docs else None):
+            print(
+                f"{datetime.date.today()} · {cpu} · {args.threads} threads · torch {torch.__version__} · spaCy {spacy.__version__}"
+            )
+            print(
+                f"`{shlex.join(['python', *sys.argv])}` — {args.sentences} CoNLL-2003 train sentences, batches of ~{args.batch_words} words, small biLM architecture\n"
+            )
+            header = "| setting | " + " | ".join(f"epoch {i + 1} words/s" for i in range(args.epochs)) + " |"
+            print(header)
+            print("|" + "---|" * (args.epochs + 1))
+            for name in args.settings.split(","):
+                label, config_name, overrides = SETTINGS[name]
+                speeds = words_per_second(config_name, overrides, model_dir, corpus, args.epochs, args.batch_words)
+                print(f"| {label} | " + " | ".join(f"{s:,.0f}" for s in speeds) + " |", flush=True)
 
 
 if __name__ == "__main__":

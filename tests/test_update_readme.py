@@ -1,9 +1,13 @@
 """scripts/update_readme.py: only the named block changes, each block goes to its page, and
 missing markers are an error that names them."""
 
+import importlib.util
+import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "update_readme.py"
@@ -61,3 +65,61 @@ def test_without_a_page_a_block_goes_to_its_own_page(tmp_path: Path) -> None:
     assert "| new |" in (tmp_path / "out.md").read_text(encoding="utf-8")
     assert (REPO / BLOCK_PAGES["experiments"]).read_text(encoding="utf-8") == before
     assert "<!-- experiments:start -->" not in (REPO / "README.md").read_text(encoding="utf-8")
+
+
+def docs_block_module():
+    """benchmarks/docs_block.py, which the benchmarks' --write-docs runs through."""
+    spec = importlib.util.spec_from_file_location("docs_block", REPO / "benchmarks" / "docs_block.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+SPEED_PAGE = """# Speed
+## Inference
+<!-- inference-benchmark:start -->
+old table
+<!-- inference-benchmark:end -->
+notes
+"""
+
+
+def test_a_benchmark_writes_what_it_printed_into_its_block(tmp_path: Path, capsys) -> None:
+    docs_block = docs_block_module()
+    page = tmp_path / "speed.md"
+    page.write_text(SPEED_PAGE, encoding="utf-8")
+    with docs_block.printed_into_docs("inference-benchmark", page):
+        print("# spacy_elmo inference benchmark\n\nCommand: `x`\n\n## small\n\n| a |\n|---|")
+    assert page.read_text(encoding="utf-8") == SPEED_PAGE.replace("old table", "Command: `x`\n\n### small\n\n| a |\n|---|")
+    assert "## small" in capsys.readouterr().out  # the terminal still gets everything
+
+    page.write_text(SPEED_PAGE, encoding="utf-8")
+
+    def interrupted_run() -> None:
+        with docs_block.printed_into_docs("inference-benchmark", page):
+            print("| half a table |")
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        interrupted_run()
+    with docs_block.printed_into_docs(None, page):
+        print("| without --write-docs |")
+    assert page.read_text(encoding="utf-8") == SPEED_PAGE
+
+
+def test_every_speed_block_is_written_by_a_benchmark() -> None:
+    """Each generated block of docs/speed.md has a benchmark that writes it (``--write-docs``)."""
+    speed_blocks = {block for block, page in update_readme_module().BLOCK_PAGES.items() if page == "docs/speed.md"}
+    written = set()
+    for script in (REPO / "benchmarks").glob("bench_*.py"):
+        written.update(re.findall(r'printed_into_docs\("([\w-]+)"', script.read_text(encoding="utf-8")))
+    assert speed_blocks and speed_blocks <= written
+    page = (REPO / "docs" / "speed.md").read_text(encoding="utf-8")
+    assert all(page.count(f"<!-- {block}:start -->") == 1 for block in written)
+
+
+def update_readme_module():
+    spec = importlib.util.spec_from_file_location("update_readme", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
