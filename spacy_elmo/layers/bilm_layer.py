@@ -166,8 +166,21 @@ class ElmoShim(PyTorchShim):
 
     def to_bytes(self) -> bytes:
         self.load()
+        if _WEIGHTS_OMITTED.get():
+            return srsly.msgpack_dumps({"config": self.cfg, "state": b""})
         with large_allocations_returned():
             return super().to_bytes()
+
+    def current_fingerprint(self) -> str:
+        """The fingerprint of the weights as they are now, computed again: weights changed
+        without the shim being told (written through ``.data`` or a NumPy view) give another
+        one than :attr:`fingerprint`, and then everything computed from the old ones is dropped."""
+        with self.lock:
+            current = bilm_fingerprint(self.bilm)
+            if self._fingerprint is not None and current != self._fingerprint:
+                self._weights_changed()
+            self._fingerprint = current
+            return current
 
     def _deserialize_bilm(self, current: Optional[ElmoBiLM], data: bytes, device: torch.device) -> ElmoBiLM:
         source = _SOURCE.get()
@@ -189,6 +202,21 @@ class ElmoShim(PyTorchShim):
             self.layer_cache.clear()
         self._fingerprint = None
         return bilm.to(device).to_precision(self.inference_precision, setting=self.setting("precision"))
+
+
+_WEIGHTS_OMITTED: "contextvars.ContextVar[bool]" = contextvars.ContextVar("elmo_weights_omitted", default=False)
+
+
+@contextmanager
+def weights_omitted() -> Iterator[None]:
+    """Serialize biLM layers without their biLM's options and weights (only the shim's
+    settings): everything else a model's bytes hold, cheaply, for keying a saved file together
+    with :meth:`ElmoShim.current_fingerprint`."""
+    token = _WEIGHTS_OMITTED.set(True)
+    try:
+        yield
+    finally:
+        _WEIGHTS_OMITTED.reset(token)
 
 
 SERIALIZED_SOURCE = "<serialized biLM>"

@@ -19,13 +19,14 @@ from wasabi import msg
 
 from ..errors import ElmoError, ElmoOptionsError, ElmoWeightsError
 from ..files import write_if_changed
-from ..layers.bilm_layer import elmo_shim, msgpack_or_error, serialized_source
+from ..layers.bilm_layer import elmo_shim, msgpack_or_error, serialized_source, weights_omitted
 from ..layers.doc_pieces import prefill_docs
 from ..layers.extensions import LAYERS_ATTR, install_extensions
 from ..layers.listener import ElmoListener
 from ..memory import large_allocations_returned
 from .architectures import BILM_LAYER_REF, ELMO_BILM, default_model_config
 from .hooks import install_vector_hooks
+from .written_file import WrittenFile
 
 DEFAULT_ELMO_MODEL = Config({"model": default_model_config()})["model"]
 """The factory's default ``model`` block: ``spacy-elmo.ElmoBiLM.v1`` with its own defaults."""
@@ -98,6 +99,7 @@ class ElmoComponent(TrainablePipe):
             f"[components.{name}]",
         )
         self.listener_map: Dict[str, List[ElmoListener]] = {}
+        self._written_model = WrittenFile()
         install_extensions()
         if not model.has_ref(BILM_LAYER_REF):
             raise ElmoOptionsError(f"[components.{name}.model] must be a {ELMO_BILM} model, got {model.name!r}.")
@@ -265,17 +267,22 @@ class ElmoComponent(TrainablePipe):
         sha256, so one atomic rename replaces both and no crash can pair old settings with
         new weights.
 
-        The file is written only when its bytes differ from the file already there: ``spacy
-        train`` saves the pipeline at every evaluation, and a frozen biLM's weights are then
-        written once per output directory, not every time.
+        ``spacy train`` saves the pipeline at every evaluation. A frozen biLM whose weights and
+        settings are unchanged since this component last wrote ``model`` is not serialized again:
+        that file is copied (see :mod:`.written_file`), byte for byte. Otherwise the file is
+        written only when its bytes differ from the file already there.
         """
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         if "vocab" not in exclude:
             self.vocab.to_disk(path / "vocab", exclude=exclude)
         if "model" not in exclude:
-            with large_allocations_returned():
-                write_if_changed(path / "model", self._stored(self.model.to_bytes()))
+            target = path / "model"
+            key = self._model_key()
+            if key is None or not self._written_model.copy_to(target, key):
+                with large_allocations_returned():
+                    write_if_changed(target, self._stored(self.model.to_bytes()))
+                self._written_model.remember(target, key)
 
     def from_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = ()) -> "ElmoComponent":
         """Load what :meth:`to_disk` wrote; a missing, truncated or corrupted ``model`` file
@@ -300,7 +307,9 @@ class ElmoComponent(TrainablePipe):
         if "vocab" not in exclude:
             data["vocab"] = self.vocab.to_bytes(exclude=exclude)
         if "model" not in exclude:
-            data["model"] = self._stored(self.model.to_bytes())
+            key = self._model_key()
+            written = self._written_model.read(key) if key is not None else None
+            data["model"] = written if written is not None else self._stored(self.model.to_bytes())
         return srsly.msgpack_dumps(data)
 
     def from_bytes(self, bytes_data: bytes, *, exclude: Iterable[str] = ()) -> "ElmoComponent":
@@ -324,6 +333,18 @@ class ElmoComponent(TrainablePipe):
             source = f"the '{self.name}' component's serialized model"
             self._load_model_bytes(self._unpack(data["model"], source), source)
         return self
+
+    def _model_key(self) -> Optional[str]:
+        """A digest that names the bytes :meth:`_stored` would give for the model now, without
+        serializing the biLM: its fingerprint (options, precision, every weight, computed again
+        so that weights edited in place count), the settings and the rest of the model's bytes.
+        None when the component is not frozen: then the weights change at every update."""
+        if not self.cfg["frozen"]:
+            return None
+        fingerprint = elmo_shim(self.model.get_ref(BILM_LAYER_REF)).current_fingerprint()
+        with weights_omitted():
+            rest = self.model.to_bytes()
+        return _sha256(fingerprint.encode("ascii"), _canonical(self.cfg), rest)
 
     def _stored(self, model_bytes: bytes) -> bytes:
         """The stored ``model``: the settings and the model's bytes, with a sha256 over both."""
