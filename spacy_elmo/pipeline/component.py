@@ -307,7 +307,7 @@ class ElmoComponent(TrainablePipe):
         if "vocab" not in exclude:
             data["vocab"] = self.vocab.to_bytes(exclude=exclude)
         if "model" not in exclude:
-            key = self._model_key()
+            key = self._model_key() if self._written_model.holds else None
             written = self._written_model.read(key) if key is not None else None
             data["model"] = written if written is not None else self._stored(self.model.to_bytes())
         return srsly.msgpack_dumps(data)

@@ -10,7 +10,8 @@ written to has been renamed or deleted, and it is byte-identical, checksum inclu
 
 The descriptor is held only on POSIX systems (elsewhere an open file cannot be deleted, and
 ``spacy train`` deletes the previous save) and only while the file is unchanged on disk: a
-file whose size or modification time differs is never copied.
+file whose size or modification time differs is never copied. The held file keeps its disk
+space until the next save replaces it or the process ends, even if its folder is deleted.
 """
 
 import os
@@ -51,6 +52,11 @@ class WrittenFile:
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
         self.__init__()  # type: ignore[misc]
+
+    @property
+    def holds(self) -> bool:
+        """Whether a file is held (worth computing a key for)."""
+        return self._fd is not None
 
     def remember(self, path: Path, key: Optional[str]) -> None:
         """Hold ``path``, just written, as the file for ``key`` (None: hold nothing)."""
