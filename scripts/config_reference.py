@@ -2,7 +2,7 @@
 docs/configuration.md, read off the code that defines them (the one source of defaults).
 
 The block between ``<!-- elmo-defaults:start -->`` and ``<!-- elmo-defaults:end -->`` is
-replaced; ``tests/test_readme.py`` checks that it equals what this script writes now.
+replaced; ``tests/product/test_readme.py`` checks that it equals what this script writes now.
 """
 
 import inspect

@@ -9,7 +9,7 @@
   ``[initialize] init_tok2vec`` reach a tok2vec only through a component), spaCy's default
   ``[pretraining]`` block aimed at it, and ``spacy-elmo.require_init_tok2vec.v1``.
 
-tests/test_training.py checks that the committed files are what this script writes.
+tests/pipeline/test_training.py checks that the committed files are what this script writes.
 
     python scripts/derived_configs.py
 """

@@ -1,7 +1,7 @@
 """The published ELMoForManyLangs models: their languages, names and download locations.
 
 This table is the one list of them: ``download manylangs:CODE`` reads it, and the table of
-docs/languages.md is :func:`markdown_table` (tests/test_manylangs_download.py compares them).
+docs/languages.md is :func:`markdown_table` (tests/bilm/test_manylangs_download.py compares them).
 A model is named ``manylangs:CODE``, where CODE is the language's spaCy code (ISO 639).
 """
 

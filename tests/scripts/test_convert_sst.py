@@ -7,7 +7,7 @@ from pathlib import Path
 import spacy
 from spacy.tokens import DocBin
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "convert_sst.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "convert_sst.py"
 LINES = {
     "sst5": ["4\tA -LRB- very -RRB- `` fine '' co-writer\\/director 's film .", "0\tUgh\u00a0. Bad \\* ` so '"],
     "sst2": ["1\tA -LRB- very -RRB- `` fine '' co-writer\\/director 's film ."],

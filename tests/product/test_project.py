@@ -6,7 +6,7 @@ from typing import List, Set
 
 from weasel.util import load_project_config
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_every_dependency_and_output_is_one_path():

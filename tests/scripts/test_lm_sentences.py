@@ -8,7 +8,7 @@ from pathlib import Path
 from spacy_elmo.pretrain.config import load_config
 from spacy_elmo.pretrain.data import SentenceReader
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "lm_sentences.py"
 CONFIG = ROOT / "configs" / "pretrain_small.cfg"
 PARAGRAPHS = [

@@ -26,7 +26,7 @@ from spacy_elmo.layers.layer_store import (
     sequence_key,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "package_meta.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "package_meta.py"
 
 
 def run(pipeline: Path, output: Path, *args: str) -> subprocess.CompletedProcess:

@@ -20,7 +20,7 @@ from spacy_elmo.pretrain.data import BatchStream, SentenceReader, make_batch
 from spacy_elmo.pretrain.objective import SampledSoftmax
 from spacy_elmo.pretrain.vocab import LmVocab
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 TINY_CONFIG = tiny_config(
     {

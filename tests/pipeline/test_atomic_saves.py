@@ -20,7 +20,7 @@ from spacy.training import Corpus
 from spacy_elmo.files import replace_directory, restore_directory
 from spacy_elmo.pipeline.callbacks import BEST, LAST, _TrainingLoopShutil, create_atomic_saves
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _pipeline(model_dir: Path):

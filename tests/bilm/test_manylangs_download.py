@@ -19,7 +19,7 @@ from spacy_elmo.bilm.manylangs_models import MODELS, markdown_table
 from spacy_elmo.bilm.pretrained import resolve_model
 from spacy_elmo.errors import ElmoDownloadError, ElmoModelNotFoundError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 FIXTURE = REPO / "tests" / "fixtures" / "manylangs" / "cnn_words"
 MODEL_FILES = ("char.dic", "cnn_tiny.json", "config.json", "encoder.pkl", "token_embedder.pkl", "word.dic")
 GERMAN = MODELS["de"]

@@ -30,7 +30,7 @@ from spacy_elmo.pretrain.checkpoint import is_checkpoint_folder, load_latest_che
 from spacy_elmo.pretrain.data import SentenceReader
 from spacy_elmo.pretrain.trainer import Trainer
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 TINY_CONFIG = tiny_config(
     {

@@ -7,7 +7,7 @@ TEXTS = ["She sat on the river bank .", "John went to Paris on Monday .", "The o
 
 
 def _frozen_elmo(model_dir, layer_cache_mb=64):
-    """The in-memory cache alone: the on-disk store (tests/test_layer_store.py) is off."""
+    """The in-memory cache alone: the on-disk store (tests/layers/test_layer_store.py) is off."""
     nlp = spacy.blank("en")
     model = {"weights": str(model_dir), "layer_cache_mb": layer_cache_mb, "layer_store": "off"}
     nlp.add_pipe("elmo", config={"model": model})

@@ -14,7 +14,7 @@ from thinc.api import fix_random_seed
 
 from spacy_elmo.layers.scalar_mix import mix_coefficients
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ train are run with a few steps (``OVERRIDES``: the same command with a small bud
 appended). A page without shell blocks runs each Python block on its own. A block that cannot
 run here is preceded by ``<!-- doc-test: skip: REASON -->`` (the reason shows in the test
 report); ``<!-- doc-test: install -->`` marks the README's packaging recipe, which
-tests/test_install.py runs into a fresh virtual environment.
+tests/product/test_install.py runs into a fresh virtual environment.
 
 A ``print(...)`` line whose comment says what it prints (the whole comment, or the part
 before the first ``: `` that starts an explanation) is checked when that part holds a number:
@@ -26,7 +26,7 @@ from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 README = REPO / "README.md"
 PAGES = [README] + sorted((REPO / "docs").glob("*.md"))
 MARKER = re.compile(r"^<!-- (?:doc|readme)-test: (skip: .*?|install) ?-->$")
@@ -285,7 +285,7 @@ def test_page_runs_as_a_session(page: Path, tmp_path: Path) -> None:
 
 
 def test_every_shell_block_runs_somewhere():
-    """A shell or Python block is either run here, run by tests/test_install.py, or says why not."""
+    """A shell or Python block is either run here, run by tests/product/test_install.py, or says why not."""
     install = [block for page in PAGES for block in blocks(page) if block.marker == "install"]
     assert install and all(block.page == README for block in install)
     for page in PAGES:
@@ -386,13 +386,13 @@ def test_every_guarantee_names_a_test_that_exists():
     """docs/guarantees.md backs each promise with a test: each named test is defined."""
     text = (REPO / "docs" / "guarantees.md").read_text(encoding="utf-8")
     promises = text.split("## What we guarantee", 1)[1]
-    named = re.findall(r"`(?:(tests/\w+\.py)::)?(test_\w+)`", promises)
+    named = re.findall(r"`(?:(tests/[\w/]+\.py)::)?(test_\w+)`", promises)
     assert len(named) >= 10
     missing = []
     for file_, test in named:
-        source = (REPO / (file_ or "tests/test_reliability.py")).read_text(encoding="utf-8")
+        source = (REPO / (file_ or "tests/product/test_reliability.py")).read_text(encoding="utf-8")
         if not re.search(rf"^def {test}\(", source, re.M):
-            missing.append(f"{file_ or 'tests/test_reliability.py'}::{test}")
+            missing.append(f"{file_ or 'tests/product/test_reliability.py'}::{test}")
     assert missing == [], "docs/guarantees.md names tests that do not exist"
 
 

@@ -21,7 +21,7 @@ from spacy_elmo.bilm import manylangs_io, token_encoder
 from spacy_elmo.bilm.manylangs import LexiconVocabulary, ManyLangsBiLM
 from spacy_elmo.errors import ElmoModelNotFoundError, ElmoOptionsError, ElmoWeightsError
 
-FIXTURES = Path(__file__).parent / "fixtures" / "manylangs"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "manylangs"
 MODELS = ("cnn_words", "cnn_chars")
 TOLERANCE = {"rtol": 1e-5, "atol": 1e-5}
 
@@ -90,7 +90,7 @@ def test_char_cnn_by_matmul_matches_the_lookup(monkeypatch):
 @pytest.mark.parametrize("precision", ["bf16", "int8"])
 def test_low_precision_stays_close(precision):
     """The opt-in precisions run on these models too. Random weights at width 6 are quantization's
-    worst case (trained models are checked in test_precision.py): measured int8 mean cosines
+    worst case (trained models are checked in test_inference_precision.py): measured int8 mean cosines
     per layer are 0.9998 / 0.95 / 0.98."""
     try:
         bilm = ElmoBiLM.from_pretrained(FIXTURES / "cnn_words", precision=precision)
@@ -315,9 +315,9 @@ def test_component_in_a_german_pipeline(tmp_path):
 def _ner_pipeline(model_dir: Path, frozen: bool):
     import spacy
 
-    config = spacy.util.load_config(Path(__file__).resolve().parents[1] / "configs" / "ner_elmo.cfg")
+    config = spacy.util.load_config(Path(__file__).resolve().parents[2] / "configs" / "ner_elmo.cfg")
     # The layer store off: with it, a frozen biLM's layers are served at float16 after training
-    # (bounded in tests/test_layer_store.py), and this test compares a reload at 1e-6.
+    # (bounded in tests/layers/test_layer_store.py), and this test compares a reload at 1e-6.
     overrides = {
         "nlp.lang": "de",
         "components.elmo.model.weights": str(model_dir),
@@ -377,7 +377,7 @@ def test_spacy_train_cli_in_german(tmp_path):
     nlp = spacy.blank("de")
     docs = [example.reference for example in _german_examples(nlp)]
     DocBin(docs=docs).to_disk(tmp_path / "train.spacy")
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     command = [
         sys.executable,
         "-m",
