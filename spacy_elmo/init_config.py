@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
-from spacy.util import registry
+from spacy.util import is_package, registry
 from thinc.api import Config
 
 from .bilm import manylangs_models
@@ -39,6 +39,7 @@ ELMO_COMPONENT = "elmo"
 TOK2VEC_LISTENERS = ("spacy.Tok2VecListener.v1",)
 TOK2VEC_LAYERS = ("spacy.Tok2Vec.v1", "spacy.Tok2Vec.v2")
 HASH_EMBED_CNN = ("spacy.HashEmbedCNN.v1", "spacy.HashEmbedCNN.v2")
+ELMO_TOK2VEC = "spacy-elmo.ElmoTok2Vec.v1"
 BAG_OF_WORDS_TEXTCAT = ("spacy.TextCatBOW.v1", "spacy.TextCatBOW.v2", "spacy.TextCatBOW.v3")
 
 LISTENER = {
@@ -71,12 +72,18 @@ ATOMIC_SAVES = "spacy-elmo.atomic_saves.v1"
 
 
 def elmo_config(
-    config: Config, *, weights: str = "default", frozen: bool = True, source: str = "the config"
+    config: Config,
+    *,
+    weights: str = "default",
+    frozen: bool = True,
+    vectors: Optional[str] = None,
+    source: str = "the config",
 ) -> Tuple[Config, List[str]]:
     """``config`` rewritten to train on ELMo, and notes on what was changed beyond the tok2vec layers.
 
     ``config`` is the uninterpolated config (``${...}`` references kept); ``source`` names
-    it in error messages. Raises :class:`ElmoConfigError` for a config that is not a spaCy
+    it in error messages. ``vectors`` (a spaCy vectors directory or package) turns static
+    vectors on in every ELMo tok2vec's embeddings, as in ``ner_elmo_vectors.cfg``. Raises :class:`ElmoConfigError` for a config that is not a spaCy
     training config, already uses ELMo, or has a layer this command cannot replace.
     """
     _check_training_config(config, source)
@@ -144,6 +151,8 @@ def elmo_config(
             f"[training.before_to_disk] already holds a callback, so {ATOMIC_SAVES} (saves that survive kill -9) "
             f"was not added; call it from yours if you want it."
         )
+    if vectors is not None:
+        notes.append(_use_static_vectors(config, vectors, source))
     system = config.setdefault("system", {})
     if system.get("gpu_allocator") is None:
         system["gpu_allocator"] = "pytorch"
@@ -151,6 +160,33 @@ def elmo_config(
             config["training"]["gpu_allocator"] = "${system.gpu_allocator}"
         notes.append('[system] gpu_allocator = "pytorch": on a GPU, Thinc and the PyTorch biLM then share one memory pool.')
     return Config(config), notes
+
+
+def _use_static_vectors(config: Dict[str, Any], vectors: str, source: str) -> str:
+    """Turn static vectors on in every ELMo tok2vec's embeddings and point ``[paths] vectors`` at ``vectors``."""
+    embeds = []
+    for path, value in _walk(config["components"], ("components",)):
+        if path[-1] == "@architectures" and value == ELMO_TOK2VEC:
+            block = config
+            for key in path[:-1]:
+                block = block[key]
+            embeds.append((path[:-1], block["embed"]))
+    for path, embed in embeds:
+        if "include_static_vectors" not in embed:
+            raise ElmoConfigError(
+                f"{source}: [{'.'.join(path)}.embed] is {embed.get('@architectures')}, which has no "
+                f"include_static_vectors setting, so --vectors cannot turn static vectors on there. Use "
+                f"spacy.MultiHashEmbed.v2 embeddings, or leave out --vectors."
+            )
+        embed["include_static_vectors"] = True
+    config.setdefault("paths", {})["vectors"] = vectors
+    initialize = config.setdefault("initialize", {})
+    if initialize.get("vectors") is None:
+        initialize["vectors"] = "${paths.vectors}"
+    return (
+        f"[paths] vectors = {vectors!r}, and include_static_vectors = true in the embeddings of {len(embeds)} "
+        f"ELMo tok2vec layer(s): ELMo plus static vectors, the paper's setup (ner_elmo_vectors.cfg)."
+    )
 
 
 def _check_training_config(config: Config, source: str) -> None:
@@ -274,7 +310,7 @@ def _from_tok2vec_layer(layer: Dict[str, Any], width: Optional[int], where: List
 
 def _elmo_tok2vec(width: int, embed: Dict[str, Any], encode: Dict[str, Any]) -> Dict[str, Any]:
     return {
-        "@architectures": "spacy-elmo.ElmoTok2Vec.v1",
+        "@architectures": ELMO_TOK2VEC,
         "width": width,
         "elmo": dict(LISTENER),
         "embed": copy.deepcopy(dict(embed)),
@@ -318,11 +354,29 @@ def check_weights(weights: str) -> str:
     )
 
 
+def check_vectors(vectors: str) -> str:
+    """``vectors`` if it is an existing vectors directory or an installed spaCy package."""
+    if Path(vectors).is_dir() or is_package(vectors):
+        return vectors
+    raise ElmoConfigError(
+        f"--vectors {vectors!r} is neither a directory nor an installed spaCy package. Make a vectors directory "
+        f"with 'python -m spacy init vectors LANG FILE DIR --mode floret' and pass DIR."
+    )
+
+
 def init_config(
-    input_path: str, output_path: str, *, weights: str = "default", frozen: bool = True, force: bool = False
+    input_path: str,
+    output_path: str,
+    *,
+    weights: str = "default",
+    frozen: bool = True,
+    vectors: Optional[str] = None,
+    force: bool = False,
 ) -> List[str]:
     """Read ``input_path`` ('-': stdin), write the ELMo config to ``output_path`` ('-': stdout); returns the notes."""
     weights = check_weights(weights)
+    if vectors is not None:
+        vectors = check_vectors(vectors)
     if output_path != "-" and Path(output_path).exists() and not force:
         raise ElmoConfigError(f"{output_path} already exists: pass --force to overwrite it, or choose another OUT.")
     source = "<stdin>" if input_path == "-" else input_path
@@ -337,7 +391,7 @@ def init_config(
             f"{source} is not a spaCy training config ({' '.join(str(err).split())}). Create one with "
             f"'python -m spacy init config CONFIG --pipeline ner' and pass that."
         ) from None
-    result, notes = elmo_config(config, weights=weights, frozen=frozen, source=source)
+    result, notes = elmo_config(config, weights=weights, frozen=frozen, vectors=vectors, source=source)
     output = result.to_str()
     if output_path == "-":
         sys.stdout.write(output)
@@ -361,10 +415,18 @@ def main(argv: Optional[List[str]] = None, prog: str = "python -m spacy_elmo ini
         "--frozen", dest="frozen", action="store_true", default=True, help="keep the biLM's weights fixed (the default)"
     )
     tuning.add_argument("--fine-tune", dest="frozen", action="store_false", help="let the tasks' gradients fine-tune the biLM")
+    parser.add_argument(
+        "--vectors",
+        default=None,
+        help="static vectors to use beside ELMo (a directory from 'spacy init vectors ... --mode floret', or a "
+        "package): include_static_vectors = true in the ELMo tok2vec's embeddings and [paths] vectors set",
+    )
     parser.add_argument("--force", action="store_true", help="overwrite OUTPUT if it exists")
     args = parser.parse_args(argv)
     try:
-        notes = init_config(args.input, args.output, weights=args.weights, frozen=args.frozen, force=args.force)
+        notes = init_config(
+            args.input, args.output, weights=args.weights, frozen=args.frozen, vectors=args.vectors, force=args.force
+        )
     except ElmoConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

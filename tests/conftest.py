@@ -254,3 +254,19 @@ def run_threads(n_threads: int, work) -> None:
         thread.join()
     if errors:
         raise errors[0]
+
+
+@pytest.fixture(scope="session")
+def floret_vectors(tmp_path_factory) -> Path:
+    """A tiny floret table (50 rows of 8, n-grams 4-5, 2 hashes) made into a spaCy vectors
+    directory with ``spacy init vectors --mode floret``, as the project's vectors step does."""
+    import subprocess
+    import sys
+
+    folder = tmp_path_factory.mktemp("floret")
+    rng = np.random.default_rng(0)
+    rows = ["50 8 4 5 2 2166136261 < >"] + [f"{i} " + " ".join(f"{v:.4f}" for v in rng.normal(0, 1, 8)) for i in range(50)]
+    (folder / "tiny.floret").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    command = [sys.executable, "-m", "spacy", "init", "vectors", "en", str(folder / "tiny.floret"), str(folder / "vectors")]
+    subprocess.run([*command, "--mode", "floret"], check=True, capture_output=True)
+    return folder / "vectors"

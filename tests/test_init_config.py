@@ -228,6 +228,30 @@ def test_refusals_name_the_problem(tmp_path, capsys):
         elmo_config(rule_based.config)
 
 
+def test_vectors_turn_static_vectors_on_beside_elmo_and_the_config_trains(
+    model_dir, synthetic_corpus, floret_vectors, tmp_path, capsys
+):
+    """--vectors DIR: the ELMo tok2vec's embeddings include the static vectors (ner_elmo_vectors.cfg's
+    setup), [paths] vectors names DIR, and the config initializes with them; a missing DIR is refused."""
+    from spacy.training.initialize import init_nlp
+
+    source = _spacy_config(tmp_path, "ner")
+    out = tmp_path / "elmo_vectors.cfg"
+    assert cli_main(["init-config", str(source), str(out), "--weights", str(model_dir), "--vectors", str(floret_vectors)]) == 0
+    assert "include_static_vectors = true in the embeddings of 1 ELMo tok2vec layer(s)" in capsys.readouterr().err
+    config = _load(out)
+    (tok2vec,) = _tok2vecs(config, "ner")
+    assert tok2vec["@architectures"] == ELMO_TOK2VEC and tok2vec["embed"]["include_static_vectors"] is True
+    assert config["paths"]["vectors"] == str(floret_vectors) and config["initialize"]["vectors"] == "${paths.vectors}"
+    overrides = {"paths.train": str(synthetic_corpus), "paths.dev": str(synthetic_corpus)}
+    nlp = init_nlp(spacy.util.load_config(out, overrides=overrides))
+    assert nlp.vocab.vectors.mode == "floret" and nlp.vocab.vectors.shape == (50, 8)
+
+    assert cli_main(["init-config", str(source), str(tmp_path / "x.cfg"), "--vectors", str(tmp_path / "none")]) == 1
+    assert "is neither a directory nor an installed spaCy package" in capsys.readouterr().err
+    assert not (tmp_path / "x.cfg").exists()
+
+
 def test_a_config_with_its_own_before_to_disk_keeps_it_and_is_told(tmp_path):
     source = _load(_spacy_config(tmp_path, "ner"))
     source["training"]["before_to_disk"] = {"@callbacks": "spacy.models_with_nvtx_range.v1"}

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from spacy_elmo.errors import ElmoError
-from spacy_elmo.shipped_configs import ElmoConfigNotFoundError, config_names, config_text, write_config
+from spacy_elmo.shipped_configs import DESCRIPTIONS, ElmoConfigNotFoundError, config_names, config_text, write_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -16,6 +16,10 @@ def test_the_package_ships_every_config_of_the_repository():
     assert config_names() == sorted(path.stem for path in (REPO / "configs").glob("*.cfg"))
     for name in config_names():
         assert config_text(name) == (REPO / "configs" / f"{name}.cfg").read_text(encoding="utf-8")
+
+
+def test_every_shipped_config_is_described_in_the_list():
+    assert sorted(DESCRIPTIONS) == config_names()
 
 
 def test_write_config_keeps_an_existing_file_unless_forced(tmp_path: Path) -> None:

@@ -308,32 +308,8 @@ def test_configs_pass_spacy_debug_config(name, debug_config_output):
     assert "Config is valid" in output and "exit" not in output, output
 
 
-def _floret_vectors(folder: Path) -> Path:
-    """A tiny floret table (50 rows of 8, n-grams 4-5, 2 hashes) made into spaCy vectors with ``spacy init vectors``."""
-    rng = np.random.default_rng(0)
-    rows = ["50 8 4 5 2 2166136261 < >"] + [f"{i} " + " ".join(f"{v:.4f}" for v in rng.normal(0, 1, 8)) for i in range(50)]
-    (folder / "tiny.floret").write_text("\n".join(rows) + "\n", encoding="utf-8")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "spacy",
-            "init",
-            "vectors",
-            "en",
-            str(folder / "tiny.floret"),
-            str(folder / "vectors"),
-            "--mode",
-            "floret",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return folder / "vectors"
-
-
 @pytest.mark.parametrize("name", ["ner_baseline_vectors.cfg", "ner_elmo_vectors.cfg"])
-def test_vectors_configs_train_with_vectors_and_name_the_setting_without(name, model_dir, synthetic_corpus, tmp_path):
+def test_vectors_configs_train_with_vectors_and_name_the_setting_without(name, model_dir, synthetic_corpus, floret_vectors):
     from spacy.training.initialize import init_nlp
 
     from spacy_elmo.errors import ElmoConfigError
@@ -344,7 +320,7 @@ def test_vectors_configs_train_with_vectors_and_name_the_setting_without(name, m
         overrides["components.elmo.model.weights"] = str(model_dir)
     with pytest.raises(ElmoConfigError, match=r"\[paths\] vectors is not set: pass --paths.vectors DIR"):
         init_nlp(config.merge(spacy.util.dot_to_dict(overrides)))
-    overrides["paths.vectors"] = str(_floret_vectors(tmp_path))
+    overrides["paths.vectors"] = str(floret_vectors)
     nlp = init_nlp(config.merge(spacy.util.dot_to_dict(overrides)))
     assert nlp.vocab.vectors.mode == "floret" and nlp.vocab.vectors.shape == (50, 8)
     examples = _examples(nlp, synthetic_corpus)
