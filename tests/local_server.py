@@ -63,3 +63,8 @@ def closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def files_under(folder: Path) -> List[str]:
+    """Every path below ``folder`` (relative, sorted): what a download left in its cache."""
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")) if folder.exists() else []

@@ -33,6 +33,7 @@ from .pretrained import (
     _remove_if_empty,
     _stream,
     default_cache_dir,
+    make_cache_directory,
     network_reason,
 )
 
@@ -68,13 +69,7 @@ def download_manylangs(name: str, cache_dir: Optional[PathLike] = None, progress
     if target.exists():
         check_cached(target, model)
         return target
-    created_folder = not folder.exists()
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ElmoDownloadError(
-            f"Cannot create the ELMo cache directory {folder} ({err}). Set {CACHE_ENV} to a writable directory."
-        ) from None
+    created_folder = make_cache_directory(folder)
     url = archive_url(model)
     archive = temporary_name(folder / f"{model.code}.zip")
     unpacked = temporary_name(target)

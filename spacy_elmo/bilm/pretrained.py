@@ -138,6 +138,20 @@ def resolve_files(
     return (Path(options) if options else options_path), weights_path
 
 
+def make_cache_directory(directory: Path) -> bool:
+    """Create ``directory`` in the cache (and its parents); return whether it was created.
+
+    A directory that cannot be created is an :class:`ElmoDownloadError` naming it and the setting that moves the cache."""
+    created = not directory.exists()
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ElmoDownloadError(
+            f"Cannot create the ELMo cache directory {directory} ({err}). Set {CACHE_ENV} to a writable directory."
+        ) from None
+    return created
+
+
 def download_model(name: str, cache_dir: Optional[PathLike] = None, progress: bool = True) -> Path:
     """Download a published model (if not cached yet) and return its verified directory.
 
@@ -151,13 +165,7 @@ def download_model(name: str, cache_dir: Optional[PathLike] = None, progress: bo
     if options_path.is_file() and weights_path.is_file():
         return directory
     options_url, weights_url = model_urls(name)
-    created_dir = not directory.exists()
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ElmoDownloadError(
-            f"Cannot create the ELMo cache directory {directory} ({err}). Set {CACHE_ENV} to a writable directory."
-        ) from None
+    created_dir = make_cache_directory(directory)
     created: List[Path] = []
     try:
         if not options_path.is_file():

@@ -137,17 +137,13 @@ def create_require_vectors(also: Optional[Callable[[Language], Language]] = None
     """An ``[initialize.before_init]`` callback: an error naming ``[paths] vectors`` when a
     config that uses static vectors is initialized without them. ``also`` is another
     ``before_init`` callback to run after the check (the slot holds one)."""
-
-    def require_vectors(nlp: Language) -> Language:
-        if nlp.config.interpolate()["initialize"].get("vectors") is None:
-            raise ElmoConfigError(
-                "This config uses static vectors (include_static_vectors = true) but [paths] vectors is not set: "
-                "pass --paths.vectors DIR, a directory made by 'python -m spacy init vectors LANG FILE DIR --mode "
-                "floret' (the project's 'vectors' step makes one), or use the config without '_vectors'."
-            )
-        return also(nlp) if also is not None else nlp
-
-    return require_vectors
+    return _requiring(
+        "vectors",
+        "This config uses static vectors (include_static_vectors = true) but [paths] vectors is not set: "
+        "pass --paths.vectors DIR, a directory made by 'python -m spacy init vectors LANG FILE DIR --mode "
+        "floret' (the project's 'vectors' step makes one), or use the config without '_vectors'.",
+        also,
+    )
 
 
 @registry.callbacks("spacy-elmo.require_init_tok2vec.v1")
@@ -155,15 +151,22 @@ def create_require_init_tok2vec(also: Optional[Callable[[Language], Language]] =
     """An ``[initialize.before_init]`` callback: an error naming ``[paths] init_tok2vec`` when a
     config built around ``spacy pretrain`` weights is initialized without them. ``also`` as in
     ``spacy-elmo.require_vectors.v1``."""
+    return _requiring(
+        "init_tok2vec",
+        "This config starts its tok2vec from 'spacy pretrain' weights but [paths] init_tok2vec is not set: "
+        "pass --paths.init_tok2vec FILE, a model*.bin written by 'python -m spacy pretrain' with this "
+        "config's [pretraining] block (the project's 'tok2vec-pretrain' step makes one), or use the "
+        "config without '_pretrain'.",
+        also,
+    )
 
-    def require_init_tok2vec(nlp: Language) -> Language:
-        if nlp.config.interpolate()["initialize"].get("init_tok2vec") is None:
-            raise ElmoConfigError(
-                "This config starts its tok2vec from 'spacy pretrain' weights but [paths] init_tok2vec is not set: "
-                "pass --paths.init_tok2vec FILE, a model*.bin written by 'python -m spacy pretrain' with this "
-                "config's [pretraining] block (the project's 'tok2vec-pretrain' step makes one), or use the "
-                "config without '_pretrain'."
-            )
+
+def _requiring(setting: str, message: str, also: Optional[Callable[[Language], Language]]) -> Callable[[Language], Language]:
+    """A ``before_init`` callback that raises ``message`` while ``[initialize] setting`` is unset, then runs ``also``."""
+
+    def require(nlp: Language) -> Language:
+        if nlp.config.interpolate()["initialize"].get(setting) is None:
+            raise ElmoConfigError(message)
         return also(nlp) if also is not None else nlp
 
-    return require_init_tok2vec
+    return require

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from local_server import CountingHandler, ShortBodyHandler, closed_port, serve, stop
+from local_server import CountingHandler, ShortBodyHandler, closed_port, files_under, serve, stop
 from spacy_elmo import ElmoBiLM
 from spacy_elmo.bilm import manylangs_download, manylangs_models
 from spacy_elmo.bilm.manylangs_download import MANIFEST_FILE, download_manylangs
@@ -63,10 +63,6 @@ def cache(tmp_path) -> Path:
     return tmp_path / "cache"
 
 
-def _files(folder: Path):
-    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")) if folder.exists() else []
-
-
 def _url(model=GERMAN) -> str:
     return manylangs_models.archive_url(model)
 
@@ -77,7 +73,11 @@ def test_download_unpacks_a_model_that_computes_what_the_fixture_computes(mirror
     make_archive(root / "142.zip", folder)
     directory = download_manylangs("manylangs:de")
     assert directory == cache / "manylangs" / "de"
-    assert _files(cache) == ["manylangs", "manylangs/de", *(f"manylangs/de/{n}" for n in sorted([*MODEL_FILES, MANIFEST_FILE]))]
+    assert files_under(cache) == [
+        "manylangs",
+        "manylangs/de",
+        *(f"manylangs/de/{n}" for n in sorted([*MODEL_FILES, MANIFEST_FILE])),
+    ]
     assert requests == ["/142.zip"]
     manifest = json.loads((directory / MANIFEST_FILE).read_text())
     assert manifest["url"] == _url() and re.fullmatch(r"[0-9a-f]{64}", manifest["archive_sha256"])
@@ -125,7 +125,7 @@ def test_a_known_checksum_is_verified(mirror, cache, monkeypatch):
         download_manylangs("manylangs:de")
     message = str(info.value)
     assert _url() in message and "published one is " + "0" * 64 in message and "by hand" in message
-    assert _files(cache) == []
+    assert files_under(cache) == []
     digest = manylangs_download.sha256_of(root / "142.zip")
     monkeypatch.setitem(MODELS, "de", GERMAN._replace(sha256=digest.upper()))
     assert download_manylangs("manylangs:de") == cache / "manylangs" / "de"
@@ -171,7 +171,7 @@ def test_a_damaged_archive_is_an_error_that_keeps_nothing(mirror, cache, damage)
         download_manylangs("manylangs:de")
     message = str(info.value)
     assert _url() in message and "Nothing was kept" in message and "run again" in message
-    assert _files(cache) == []
+    assert files_under(cache) == []
 
 
 @pytest.mark.parametrize("mirror", [ShortBodyHandler], indirect=True)
@@ -180,7 +180,7 @@ def test_a_connection_closed_early_keeps_nothing(mirror, cache):
     make_archive(root / "142.zip")
     with pytest.raises(ElmoDownloadError, match="ended after"):
         download_manylangs("manylangs:de")
-    assert _files(cache) == []
+    assert files_under(cache) == []
 
 
 def _link(name: str) -> zipfile.ZipInfo:
@@ -206,7 +206,7 @@ def test_an_unsafe_archive_is_refused_before_anything_is_written(mirror, cache, 
     message = str(info.value)
     name = member.filename if isinstance(member, zipfile.ZipInfo) else member
     assert _url() in message and repr(name) in message and says in message and "not unpacked" in message
-    assert _files(cache) == [] and not (tmp_path / "escaped.txt").exists()
+    assert files_under(cache) == [] and not (tmp_path / "escaped.txt").exists()
 
 
 def test_an_archive_without_a_model_is_named(mirror, cache):
@@ -224,7 +224,7 @@ def test_an_archive_without_a_model_is_named(mirror, cache):
         make_archive(root / "142.zip", extra=[("word.dic", b"")])
     with pytest.raises(ElmoDownloadError, match=r"holds 'word\.dic' twice"):
         download_manylangs("manylangs:de")
-    assert _files(cache) == []
+    assert files_under(cache) == []
 
 
 def test_http_404_names_the_url_and_the_fix(mirror, cache):
@@ -233,7 +233,7 @@ def test_http_404_names_the_url_and_the_fix(mirror, cache):
     message = str(info.value)
     assert _url(MODELS["fr"]) in message and "HTTP 404" in message
     assert str(cache / "manylangs" / "fr") in message and "by hand" in message and manylangs_models.MIRROR_ENV in message
-    assert _files(cache) == []
+    assert files_under(cache) == []
 
 
 def test_no_network_names_the_url_and_the_fix(monkeypatch, cache):
@@ -244,7 +244,7 @@ def test_no_network_names_the_url_and_the_fix(monkeypatch, cache):
         ElmoBiLM.from_pretrained("manylangs:de")
     message = str(info.value)
     assert f"http://127.0.0.1:{port}/142.zip" in message and "network connection" in message and "by hand" in message
-    assert _files(cache) == []
+    assert files_under(cache) == []
 
 
 def test_an_interrupted_download_leaves_nothing_that_loads(mirror, cache, monkeypatch):
@@ -258,7 +258,7 @@ def test_an_interrupted_download_leaves_nothing_that_loads(mirror, cache, monkey
         patch.setattr(manylangs_download, "_write_manifest", killed)
         with pytest.raises(KeyboardInterrupt):
             download_manylangs("manylangs:de")
-    assert _files(cache) == []
+    assert files_under(cache) == []
     # What a process killed outright leaves (a hidden temporary folder) is never taken for the model.
     leftover = cache / "manylangs" / ".de.tmp-0123456789ab"
     leftover.mkdir(parents=True)

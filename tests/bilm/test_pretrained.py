@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from local_server import CountingHandler, ShortBodyHandler, closed_port, serve, stop
+from local_server import CountingHandler, ShortBodyHandler, closed_port, files_under, serve, stop
 from spacy_elmo.bilm import pretrained
 from spacy_elmo.bilm.pretrained import (
     PUBLISHED_MODELS,
@@ -46,10 +46,6 @@ def cache(tmp_path) -> Path:
     return tmp_path / "cache"
 
 
-def _files(folder: Path):
-    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")) if folder.exists() else []
-
-
 def test_download_then_cached(mirror, cache, tiny_model):
     root, requests = mirror
     options_src, weights_src = tiny_model
@@ -61,7 +57,7 @@ def test_download_then_cached(mirror, cache, tiny_model):
     assert options_path.read_bytes() == options_src.read_bytes()
     assert weights_path.read_bytes() == weights_src.read_bytes()
     assert sorted(requests) == sorted([f"/{SMALL}/{SMALL}_options.json", f"/{SMALL}/{SMALL}_weights.hdf5"])
-    assert _files(cache) == [SMALL, f"{SMALL}/options.json", f"{SMALL}/weights.hdf5"]
+    assert files_under(cache) == [SMALL, f"{SMALL}/options.json", f"{SMALL}/weights.hdf5"]
 
     assert resolve_model("SMALL") == (options_path, weights_path)
     assert len(requests) == 2  # the second call did not touch the server
@@ -104,7 +100,7 @@ def test_http_404_names_url_and_leaves_nothing(mirror, cache):
     assert "404" in message
     assert str(cache / MEDIUM) in message
     assert "by hand" in message
-    assert _files(cache) == []
+    assert files_under(cache) == []
 
 
 def test_truncated_weights_are_rejected_and_removed(mirror, cache, tiny_model):
@@ -116,7 +112,7 @@ def test_truncated_weights_are_rejected_and_removed(mirror, cache, tiny_model):
     message = str(info.value)
     assert model_urls("small")[1] in message
     assert "not a readable HDF5 file" in message
-    assert _files(cache) == []
+    assert files_under(cache) == []
 
 
 @pytest.mark.parametrize("mirror", [ShortBodyHandler], indirect=True)
@@ -125,7 +121,7 @@ def test_connection_closed_early(mirror, cache, tiny_model):
     _publish(root, SMALL, tiny_model[0].read_bytes(), tiny_model[1].read_bytes())
     with pytest.raises(ElmoDownloadError, match="ended after"):
         resolve_model("small")
-    assert _files(cache) == []
+    assert files_under(cache) == []
 
 
 def test_mismatched_pair_is_rejected(mirror, cache, tiny_model):
@@ -134,7 +130,7 @@ def test_mismatched_pair_is_rejected(mirror, cache, tiny_model):
     _publish(root, SMALL, options.encode(), tiny_model[1].read_bytes())
     with pytest.raises(ElmoDownloadError, match=r"'CNN_proj/W_proj' has shape \(28, 16\)"):
         resolve_model("small")
-    assert _files(cache) == []
+    assert files_under(cache) == []
 
 
 def test_html_instead_of_options(mirror, cache, tiny_model):
@@ -142,7 +138,7 @@ def test_html_instead_of_options(mirror, cache, tiny_model):
     _publish(root, SMALL, b"<html>Access denied</html>", tiny_model[1].read_bytes())
     with pytest.raises(ElmoDownloadError, match=r"_options\.json is not readable JSON"):
         resolve_model("small")
-    assert _files(cache) == []
+    assert files_under(cache) == []
 
 
 def test_unreachable_server(monkeypatch, cache):
@@ -151,10 +147,10 @@ def test_unreachable_server(monkeypatch, cache):
     monkeypatch.setenv("SPACY_ELMO_MIRROR", f"http://127.0.0.1:{port}")
     with pytest.raises(ElmoDownloadError, match=f"127.0.0.1:{port}/{SMALL}"):
         resolve_model("small")
-    assert _files(cache) == []
+    assert files_under(cache) == []
 
 
-def test_directory_resolves_to_its_files(tmp_path, tiny_model):
+def test_directory_resolves_to_itsfiles_under(tmp_path, tiny_model):
     folder = tmp_path / "model"
     folder.mkdir()
     (folder / "options.json").write_bytes(tiny_model[0].read_bytes())
@@ -210,7 +206,7 @@ def test_the_download_command_fetches_into_the_cache_and_prints_the_folder(mirro
     assert cli_main(["download", "small"]) == 0
     printed = capsys.readouterr().out.strip()
     assert printed == str(cache / SMALL)
-    assert _files(cache) == [SMALL, f"{SMALL}/options.json", f"{SMALL}/weights.hdf5"]
+    assert files_under(cache) == [SMALL, f"{SMALL}/options.json", f"{SMALL}/weights.hdf5"]
 
 
 def test_the_download_command_reports_an_unreachable_server_in_one_line(monkeypatch, cache, capsys):
@@ -222,4 +218,4 @@ def test_the_download_command_reports_an_unreachable_server_in_one_line(monkeypa
     assert cli_main(["download", "small"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and f"127.0.0.1:{port}" in err[0]
-    assert _files(cache) == []
+    assert files_under(cache) == []
