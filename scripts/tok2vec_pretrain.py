@@ -34,6 +34,8 @@ from spacy.util import load_config
 from thinc.api import Config
 from wasabi import msg
 
+from spacy_elmo.files import write_bytes_atomic, write_text_atomic
+
 SETTINGS_FILE = "train.json"
 FINAL_MODEL = "model-last.bin"
 OBJECTIVES = {
@@ -132,7 +134,10 @@ def main(
     }  # fmt: skip
     out_dir.mkdir(parents=True, exist_ok=True)
     record_path = out_dir / SETTINGS_FILE
-    record = json.loads(record_path.read_text()) if record_path.exists() else {**settings, "chunks": [], "cpu_seconds": 0.0}
+    try:
+        record = json.loads(record_path.read_text()) if record_path.exists() else {**settings, "chunks": [], "cpu_seconds": 0.0}
+    except json.JSONDecodeError as err:
+        msg.fail(f"{record_path} is not JSON ({err}): delete OUT_DIR {out_dir} to start over.", exits=1)
     changed = sorted(key for key in settings if record.get(key) != settings[key])
     if changed:
         msg.fail(f"{out_dir} holds a run with other settings ({', '.join(changed)}); choose another OUT_DIR.", exits=1)
@@ -141,21 +146,22 @@ def main(
     config_file = out_dir / "pretrain.cfg"
     config.to_disk(config_file)
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    for index, chunk in enumerate(chunk_files):
-        target = out_dir / f"chunk-{index:03d}.bin"
-        if target.exists():
-            continue
+    # train.json lists the finished chunks: a chunk file it does not list (a run killed before
+    # recording it) is trained again, so the record, the chunk files and model-last.bin agree.
+    for index in range(len(record["chunks"]), len(chunk_files)):
         scratch = out_dir / "running"
         if scratch.exists():
             shutil.rmtree(scratch)
         # Chunk i is spaCy's epoch i (its --epoch-resume refuses 0), the only epoch of this run.
         command = [sys.executable, "-m", "spacy", "pretrain", str(config_file), str(scratch)]
-        command += ["--paths.raw_text", str(chunk), "--pretraining.max_epochs", str(index + 1)]
+        command += ["--paths.raw_text", str(chunk_files[index]), "--pretraining.max_epochs", str(index + 1)]
         if index:
             command += ["--resume-path", str(out_dir / f"chunk-{index - 1:03d}.bin"), "--epoch-resume", str(index)]
         started, wall = child_cpu_seconds(), time.time()
-        subprocess.run(command, check=True, env=env)
+        if subprocess.run(command, env=env).returncode != 0:
+            msg.fail(f"spacy pretrain failed on chunk {index} ({chunk_files[index]}): {' '.join(command)}", exits=1)
         log = [json.loads(line) for line in (scratch / "log.jsonl").read_text().splitlines()]
+        target = out_dir / f"chunk-{index:03d}.bin"
         os.replace(scratch / f"model{index}.bin", target)
         shutil.rmtree(scratch)
         cpu = child_cpu_seconds() - started
@@ -165,11 +171,16 @@ def main(
             "cpu_seconds": round(cpu, 1), "wall_seconds": round(time.time() - wall, 1),
         })  # fmt: skip
         record["cpu_seconds"] = round(record["cpu_seconds"] + cpu, 1)
-        shutil.copyfile(target, out_dir / FINAL_MODEL)
-        record_path.write_text(json.dumps(record, indent=2) + "\n")
+        write_bytes_atomic(out_dir / FINAL_MODEL, target.read_bytes())
+        write_text_atomic(record_path, json.dumps(record, indent=2) + "\n")
         msg.good(
             f"chunk {index}: loss/word {record['chunks'][-1]['loss_per_word']:.3f}, {cpu:.0f} CPU s (total {record['cpu_seconds']:.0f})"
         )
+    if record["chunks"]:
+        newest = (out_dir / f"chunk-{len(record['chunks']) - 1:03d}.bin").read_bytes()
+        final = out_dir / FINAL_MODEL
+        if not final.is_file() or final.read_bytes() != newest:
+            write_bytes_atomic(final, newest)
     msg.good(f"{out_dir / FINAL_MODEL}: {len(record['chunks'])} chunks, {record['cpu_seconds']:.0f} CPU s")
 
 

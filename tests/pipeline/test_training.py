@@ -1,6 +1,5 @@
 """Training downstream components on ELMo: listeners, per-task mixes, frozen vs fine-tuned biLM."""
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -364,81 +363,3 @@ def test_replaced_listeners_keep_every_mix_setting_in_the_saved_config(model_dir
     loaded = spacy.load(tmp_path / "standalone")
     for got, want in zip(tok2vec_outputs(loaded), expected):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
-
-
-def test_derived_configs_are_their_base_configs_plus_one_change():
-    """The *_vectors and *_pretrain configs are written by scripts/derived_configs.py from their
-    base configs, so a change to a base config reaches them (run the script after editing one)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("derived_configs", REPO / "scripts" / "derived_configs.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    expected = module.derived_configs()
-    assert set(expected) == {"ner_baseline_vectors.cfg", "ner_elmo_vectors.cfg", "ner_baseline_pretrain.cfg"}
-    for name, text in expected.items():
-        assert (REPO / "configs" / name).read_text(encoding="utf-8") == text, name
-
-
-def test_pretrain_config_computes_like_its_base_config(synthetic_corpus, tmp_path):
-    """ner_baseline_pretrain.cfg moves the tok2vec into a listened-to component: started from
-    ner_baseline's tok2vec (through init_tok2vec) and given its NER layers, it predicts the same."""
-    from spacy.training.initialize import init_nlp
-
-    overrides = {"paths.train": str(synthetic_corpus), "paths.dev": str(synthetic_corpus)}
-    base = init_nlp(spacy.util.load_config(REPO / "configs" / "ner_baseline.cfg", overrides=overrides))
-    base_tok2vec = base.get_pipe("ner").model.get_ref("tok2vec")
-    (tmp_path / "tok2vec.bin").write_bytes(base_tok2vec.layers[0].to_bytes())
-    overrides["paths.init_tok2vec"] = str(tmp_path / "tok2vec.bin")
-    shared = init_nlp(spacy.util.load_config(REPO / "configs" / "ner_baseline_pretrain.cfg", overrides=overrides))
-    shared_ner = shared.get_pipe("ner").model
-    for name in ("lower", "upper"):
-        shared_ner.get_ref(name).from_bytes(base.get_pipe("ner").model.get_ref(name).to_bytes())
-    shared_ner.get_ref("tok2vec").layers[-1].from_bytes(base_tok2vec.layers[-1].to_bytes())
-    texts = [eg.reference.text for eg in _examples(base, synthetic_corpus)[:10]]
-    for a, b in zip(base.pipe(texts), shared.pipe(texts)):
-        assert [(e.start, e.end, e.label_) for e in a.ents] == [(e.start, e.end, e.label_) for e in b.ents]
-        np.testing.assert_allclose(base_tok2vec.predict([a]), shared_ner.get_ref("tok2vec").predict([b]), rtol=1e-6)
-
-
-@pytest.mark.slow
-def test_tok2vec_pretrain_runs_in_resumable_chunks_and_its_weights_start_training(synthetic_corpus, tmp_path):
-    """scripts/tok2vec_pretrain.py: spacy pretrain chunk by chunk; a rerun continues after the
-    last finished chunk; ner_baseline_pretrain.cfg starts from model-last.bin and names
-    --paths.init_tok2vec when it is missing."""
-    import json
-
-    from spacy.training.initialize import init_nlp
-
-    from spacy_elmo.errors import ElmoConfigError
-
-    words = "the a river bank money city old new walked saw near far".split()
-    rng = np.random.default_rng(0)
-    lines = [" ".join(rng.choice(words, size=8)) + " ." for _ in range(120)]
-    (tmp_path / "sentences.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    out = tmp_path / "t2v"
-
-    def run(chunks):
-        command = [sys.executable, str(REPO / "scripts" / "tok2vec_pretrain.py"), str(tmp_path / "sentences.txt"), str(out)]
-        command += ["--config", str(REPO / "configs" / "ner_baseline_pretrain.cfg"), "--chunk-tokens", "300"]
-        command += ["--chunks", str(chunks)]
-        done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-        return json.loads((out / "train.json").read_text())
-
-    first = run(1)
-    assert [c["chunk"] for c in first["chunks"]] == [0] and first["chunks"][0]["words"] >= 300
-    chunk0 = (out / "chunk-000.bin").read_bytes()
-    second = run(2)
-    assert [c["chunk"] for c in second["chunks"]] == [0, 1], "the rerun should only add chunk 1"
-    assert (out / "chunk-000.bin").read_bytes() == chunk0
-    assert (out / "model-last.bin").read_bytes() == (out / "chunk-001.bin").read_bytes() != chunk0
-    assert second["cpu_seconds"] > first["cpu_seconds"] > 0
-
-    config = spacy.util.load_config(REPO / "configs" / "ner_baseline_pretrain.cfg")
-    overrides = {"paths.train": str(synthetic_corpus), "paths.dev": str(synthetic_corpus)}
-    with pytest.raises(ElmoConfigError, match=r"\[paths\] init_tok2vec is not set: pass --paths.init_tok2vec FILE"):
-        init_nlp(config.merge(spacy.util.dot_to_dict(overrides)))
-    overrides["paths.init_tok2vec"] = str(out / "model-last.bin")
-    nlp = init_nlp(config.merge(spacy.util.dot_to_dict(overrides)))
-    assert nlp.get_pipe("tok2vec").model.to_bytes() == (out / "model-last.bin").read_bytes()
