@@ -12,6 +12,9 @@ absolute difference over every layer.
 dynamic quantization as it comes, whose results depend on the batch), the comparator for the
 per-row scales that int8 uses.
 
+``--write-docs`` also writes the table into docs/speed.md (``docs_block.py``): into the
+``precision-benchmark`` block, or with ``--per-matrix-int8`` into ``int8-scheme-benchmark``.
+
 ``small``/``medium``/``original`` use synthetic ``make_weights.py`` seed-0 weights (right
 shapes and cost, unrealistic activations); ``default`` is the trained biLM shipped in the
 package, the one whose accuracy numbers mean something.
@@ -27,13 +30,14 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Dict, Iterator, List, Sequence
+from typing import Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_inference import REPO, model_files, print_run_header, read_sentences
+from docs_block import printed_into_docs
 from spacy_elmo.bilm import inference_precision
 from spacy_elmo.bilm.inference_precision import INFERENCE_PRECISIONS, check_precision
 from spacy_elmo.bilm.model import ElmoBiLM
@@ -79,7 +83,18 @@ def max_abs_diff(ours: Sequence[np.ndarray], reference: Sequence[np.ndarray]) ->
     return max(float(np.max(np.abs(a - b))) for a, b in zip(ours, reference))
 
 
+TABLE_HEADER = (
+    "| model | precision | words/s (median, min–max) | × fp32 | words per CPU-s (× fp32) | max \\|Δ\\| | "
+    "mean cosine per layer | worst-token cosine per layer |\n"
+    "|---|---|---:|---:|---:|---:|---|---|"
+)
+"""One table for every architecture of a run: a row per precision, the model named on its first row."""
+
+PRECISION_LABELS = {PER_MATRIX_INT8: "int8, one scale per matrix"}
+
+
 def bench_arch(arch: str, args: argparse.Namespace, sentences: Sentences, words: int) -> None:
+    """Time and compare every precision of ``arch``; print its rows of :data:`TABLE_HEADER`'s table."""
     options, weights = model_files(args.shared, arch)
     models = {p: ElmoBiLM.from_files(options, weights, token_cache_size=0, precision=p) for p in args.precision_list}
     if args.per_matrix_int8:
@@ -100,15 +115,8 @@ def bench_arch(arch: str, args: argparse.Namespace, sentences: Sentences, words:
                     seconds[precision].append(time.perf_counter() - start)
                     cpu_seconds[precision].append(time.process_time() - cpu_start)
     lstm = models[args.precision_list[0]].options
-    kind = "the shipped trained biLM" if arch == DEFAULT_MODEL_NAME else "synthetic seed-0 weights"
-    print(f"## {arch} (LSTM {lstm.n_layers}×{lstm.lstm_dim}, projection {lstm.projection_dim}; {kind})\n")
-    n_layers = lstm.n_layers + 1
-    layer_names = "/".join(str(i) for i in range(n_layers))
-    print(
-        f"| precision | words/s (median) | words/s (min–max) | × fp32 | words per CPU-s | × fp32 | max \\|Δ\\| | "
-        f"mean cosine, layers {layer_names} | worst-token cosine, layers {layer_names} |"
-    )
-    print("|---|---:|---:|---:|---:|---:|---:|---|---|")
+    kind = "**trained**" if arch == DEFAULT_MODEL_NAME else "synthetic"
+    model_cell = f"{arch} ({lstm.n_layers}×{lstm.lstm_dim}, P {lstm.projection_dim}), {kind}"
     reference = outputs.get("fp32")
     baseline = words / statistics.median(seconds["fp32"]) if "fp32" in seconds else None
     cpu_baseline = words / statistics.median(cpu_seconds["fp32"]) if "fp32" in seconds else None
@@ -122,14 +130,14 @@ def bench_arch(arch: str, args: argparse.Namespace, sentences: Sentences, words:
             delta, means, worst = "0", "1", "1"
         else:
             cosines = layer_cosines(outputs[precision], reference)
-            delta = f"{max_abs_diff(outputs[precision], reference):.2e}"
-            means = " / ".join(f"{c.mean():.6f}" for c in cosines)
+            delta = f"{max_abs_diff(outputs[precision], reference):.1e}".replace("e-0", "e-")
+            means = " / ".join(f"{c.mean():.5f}" for c in cosines)
             worst = " / ".join(f"{c.min():.5f}" for c in cosines)
         print(
-            f"| {precision} | {median:,.0f} | {min(rates):,.0f}–{max(rates):,.0f} | {ratio} | "
-            f"{cpu_rate:,.0f} | {cpu_ratio} | {delta} | {means} | {worst} |"
+            f"| {model_cell} | {PRECISION_LABELS.get(precision, precision)} | {median:,.0f} ({min(rates):,.0f}–{max(rates):,.0f}) | "
+            f"{ratio} | {cpu_rate:,.0f} ({cpu_ratio}) | {delta} | {means} | {worst} |"
         )
-    print()
+        model_cell = ""
     sys.stdout.flush()
 
 
@@ -150,6 +158,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "--per-matrix-int8", action="store_true", help="add int8 with one activation scale per matrix, for comparison"
     )
     parser.add_argument("--shared", type=Path, default=Path(default_shared), help="the shared folder (bench/, data/)")
+    parser.add_argument(
+        "--write-docs",
+        action="store_true",
+        help="also write the printed table into docs/speed.md: the precision-benchmark block, or with "
+        "--per-matrix-int8 the int8-scheme-benchmark block",
+    )
     args = parser.parse_args(argv)
     args.arch_list = [arch.strip() for arch in args.archs.split(",") if arch.strip()]
     return checked_precisions_and_repeats(parser, args)
@@ -163,23 +177,38 @@ def checked_precisions_and_repeats(parser: argparse.ArgumentParser, args: argpar
     return args
 
 
+def docs_block(args: argparse.Namespace) -> Optional[str]:
+    """The block of docs/speed.md that ``--write-docs`` writes: the per-row against per-matrix
+    int8 comparison is a run of its own (``--per-matrix-int8``), the precision table another."""
+    if not args.write_docs:
+        return None
+    return "int8-scheme-benchmark" if args.per_matrix_int8 else "precision-benchmark"
+
+
 def main(argv: Sequence[str]) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     kept = keep_freed_memory()
     sentences = read_sentences(args.shared / "data" / "conll2003" / "dev.txt", args.sentences)
     words = sum(len(sentence) for sentence in sentences)
-    print_run_header("spacy_elmo precision benchmark", args.threads)
-    print(
-        f"Data: the first {len(sentences)} sentences of 15–30 tokens of CoNLL-2003 dev, {words:,} words; "
-        f"batch {args.batch_size}; no token cache; median of {args.repeats} timed passes per precision, "
-        f"alternated, after one untimed pass each. 'words per CPU-s' divides by the process's CPU "
-        f"time instead of wall time (less sensitive to other jobs on the machine). "
-        f"Freed memory kept for reuse as the `elmo` component does by default: {kept}.\n"
-    )
-    for arch in args.arch_list:
-        bench_arch(arch, args, sentences, words)
-        gc.collect()
+    with printed_into_docs(docs_block(args)):
+        print_run_header("spacy_elmo precision benchmark", args.threads)
+        print(
+            f"Data: the first {len(sentences)} sentences of 15–30 tokens of CoNLL-2003 dev, {words:,} words; "
+            f"batch {args.batch_size}; no token cache; median of {args.repeats} timed passes per precision, "
+            f"alternated, after one untimed pass each. 'words per CPU-s' divides by the process's CPU "
+            f"time instead of wall time (less sensitive to other jobs on the machine). Accuracy against "
+            f"the same model in fp32, over every token, per layer (0 = token layer, then each LSTM layer): "
+            f"mean and worst-token cosine, and max |Δ| over all layers. `synthetic`: `make_weights.py` "
+            f"seed-0 weights (right cost, unrealistic activations); **trained**: the shipped biLM, whose "
+            f"accuracy numbers mean something. Freed memory kept for reuse as the `elmo` component does "
+            f"by default: {kept}.\n"
+        )
+        print(TABLE_HEADER)
+        for arch in args.arch_list:
+            bench_arch(arch, args, sentences, words)
+            gc.collect()
+        print()
 
 
 if __name__ == "__main__":

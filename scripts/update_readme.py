@@ -3,8 +3,8 @@
 Only the text between ``<!-- BLOCK:start -->`` and ``<!-- BLOCK:end -->`` is replaced, so the
 rest of the page stays hand-written. Each block lives on one page (``BLOCK_PAGES``):
 ``project-results`` (the project's comparison tables) and ``experiments`` (the multi-seed
-tables) on docs/accuracy.md, ``inference-benchmark`` and ``training-benchmark`` (what the
-benchmarks print) on docs/speed.md; the page is that one unless another is named. With
+tables) on docs/accuracy.md, the ``…-benchmark`` blocks (what the benchmarks print) on
+docs/speed.md; the page is that one unless another is named. With
 ``--output`` the result is written to another file and the page is left alone (the smoke
 workflow uses this to test the step without touching the committed docs). The file is
 replaced atomically: a crash never leaves half a page.
@@ -25,6 +25,9 @@ BLOCK_PAGES: Dict[str, str] = {
     "inference-benchmark": "docs/speed.md",
     "training-benchmark": "docs/speed.md",
     "train-cli-benchmark": "docs/speed.md",
+    "precision-benchmark": "docs/speed.md",
+    "int8-scheme-benchmark": "docs/speed.md",
+    "precision-ner-benchmark": "docs/speed.md",
 }
 """The page of each generated block, relative to the repository root."""
 
