@@ -107,11 +107,19 @@ class TokenEncoder(nn.Module):
             x = highway(x)
         return x
 
+    def lookup_table_floats(self) -> int:
+        """Size of :meth:`lookup_table` in floats: widest filter × characters × filters."""
+        return self.widest_filter * self.char_embedding.shape[0] * sum(conv.weight.shape[0] for conv in self.convolutions)
+
+    def pools_by_lookup(self) -> bool:
+        """Whether inference without gradients pools by table lookup: only while the table stays
+        within :data:`LOOKUP_TABLE_MAX_FLOATS`."""
+        return self.lookup_table_floats() <= LOOKUP_TABLE_MAX_FLOATS
+
     def _pool_without_grad(self, char_ids: torch.Tensor, clipped: bool) -> torch.Tensor:
         """Max-pooled convolutions by table lookup where the table stays small
-        (:data:`LOOKUP_TABLE_MAX_FLOATS`), else by one float32 matmul."""
-        table_floats = self.widest_filter * self.char_embedding.shape[0] * sum(conv.weight.shape[0] for conv in self.convolutions)
-        if table_floats <= LOOKUP_TABLE_MAX_FLOATS:
+        (:meth:`pools_by_lookup`), else by one float32 matmul."""
+        if self.pools_by_lookup():
             return self._pool_by_lookup(char_ids, clipped)
         return self._pool_one_matmul(char_ids, self.char_embedding.dtype, clipped)
 

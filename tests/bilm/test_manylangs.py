@@ -84,6 +84,7 @@ def test_char_cnn_by_matmul_matches_the_lookup(monkeypatch):
     """Lexicons too large for the lookup table (CJK) pool by one matmul, to the same result."""
     monkeypatch.setattr(token_encoder, "LOOKUP_TABLE_MAX_FLOATS", 0)
     bilm = ElmoBiLM.from_pretrained(FIXTURES / "cnn_words")
+    assert not bilm.token_encoder.pools_by_lookup()
     assert_matches(bilm.embed_sentences(sentences("cnn_words")), expected("cnn_words"))
 
 
