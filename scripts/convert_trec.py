@@ -2,7 +2,7 @@
 
 Input: ``train_5500.label`` and ``TREC_10.label``, one question per line as
 ``COARSE:fine tokenised question``. Each question becomes one Doc (its tokens split on
-``' '``) whose ``cats`` hold the six coarse classes (TREC-6: ABBR, DESC, ENTY, HUM, LOC, NUM),
+whitespace) whose ``cats`` hold the six coarse classes (TREC-6: ABBR, DESC, ENTY, HUM, LOC, NUM),
 1.0 for the gold one. The files are Latin-1 (one byte of train is not ASCII).
 
 TREC has no dev set, so one is held out from train, the same on every machine and for any
@@ -58,7 +58,7 @@ def split_dev(questions: List[Tuple[str, str]], size: int = DEV_SIZE) -> Tuple[L
 def to_doc_bin(questions: List[Tuple[str, str]], nlp: spacy.Language) -> DocBin:
     doc_bin = DocBin()
     for label, text in questions:
-        words = text.split(" ")
+        words = text.split()
         doc = Doc(nlp.vocab, words=words, spaces=[True] * (len(words) - 1) + [False])
         doc.cats = {name: float(name == label) for name in LABELS}
         doc_bin.add(doc)

@@ -79,9 +79,9 @@ def main(argv: Optional[List[str]] = None, prog: str = "python -m spacy_elmo pre
     Under torchrun the process ends here with that code (:func:`exit_worker`) rather than returning.
     """
     code = _run(argv, prog)
-    from .distributed import exit_worker, started_by_torchrun
+    from .distributed import exit_worker, one_of_several_processes
 
-    if started_by_torchrun():
+    if one_of_several_processes():
         exit_worker(code)
     return code
 

@@ -48,13 +48,14 @@ def select_device(gpu_id: Optional[int], local_rank: int) -> torch.device:
         if gpu_id is not None:
             raise PretrainConfigError(f"--gpu-id {gpu_id} was given but CUDA is not available; use --gpu-id -1 for the CPU.")
         return torch.device("cpu")
-    index = local_rank if started_by_torchrun() else (gpu_id or 0)
+    index = local_rank if one_of_several_processes() else (gpu_id or 0)
     torch.cuda.set_device(index)
     return torch.device("cuda", index)
 
 
-def started_by_torchrun() -> bool:
-    """Whether this process is one of several that torchrun started (``WORLD_SIZE`` > 1)."""
+def one_of_several_processes() -> bool:
+    """Whether torchrun started this process as one of several (``WORLD_SIZE`` > 1): then it
+    joins a process group, and a one-process torchrun run is a plain run."""
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
@@ -77,7 +78,7 @@ def init_distributed(gpu_id: Optional[int]) -> DistContext:
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = select_device(gpu_id, local_rank)
-    if world_size > 1 and not dist.is_initialized():
+    if one_of_several_processes() and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", init_method="env://")
     return DistContext(rank, world_size, local_rank, device)
 
