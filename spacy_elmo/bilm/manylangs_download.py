@@ -1,14 +1,13 @@
 """Download a published ELMoForManyLangs model (``manylangs:CODE``) into the model cache.
 
 The archive is streamed into a temporary file, checked (its SHA-256 where one is published, a
-readable zip whose members pass their CRC checks, no absolute or ``..`` paths, no links),
-unpacked into a temporary folder beside its final place, loaded once as a model, and only then
-renamed into place: ``<cache>/manylangs/<CODE>``. A killed or failed download leaves at most a
-hidden ``.CODE.tmp-*`` folder, which never loads as a model. The folder's manifest
-(``spacy_elmo_manifest.json``) records the archive's URL and SHA-256 and each unpacked file's
-size and SHA-256; a cached model is checked against it before it is used, so a file that was
-later truncated or changed is reported rather than loaded.
-"""
+readable zip whose members pass their CRC checks, no absolute or ``..`` paths, no links, no two
+members on one file, a model's size), unpacked into a temporary folder beside its final place,
+loaded once as a model, and only then renamed into place: ``<cache>/manylangs/<CODE>``. A killed
+or failed download leaves at most a hidden ``.CODE.tmp-*`` folder, which never loads as a model.
+The folder's manifest (``spacy_elmo_manifest.json``) records the archive's URL and SHA-256 and
+each unpacked file's size and SHA-256; a cached model is checked against it before it is used,
+so a file that was later truncated or changed is reported rather than loaded."""
 
 import hashlib
 import json
@@ -19,7 +18,7 @@ import urllib.request
 import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from ..errors import ElmoDownloadError, ElmoError, ElmoModelNotFoundError
 from ..files import PathLike, fsync_path, temporary_name, write_text_atomic
@@ -43,6 +42,8 @@ MANIFEST_FILE = "spacy_elmo_manifest.json"
 
 _MAX_UNPACKED_BYTES = 8 << 30
 """An archive that would unpack to more than this is refused (a published one unpacks to about 0.7 GB)."""
+_MAX_MEMBERS = 100
+"""An archive with more members than this is refused (a published one holds a folder and about six files)."""
 
 
 def model_for(name: str) -> ManyLangsModel:
@@ -175,15 +176,14 @@ def _unpack(archive: Path, unpacked: Path, url: str) -> Path:
                 )
             unpacked.mkdir()
             for member in members:
-                path = unpacked.joinpath(*PurePosixPath(member.filename).parts)
-                if member.is_dir():
-                    path.mkdir(parents=True, exist_ok=True)
-                    continue
-                path.parent.mkdir(parents=True, exist_ok=True)
-                with zipped.open(member) as source, open(path, "xb") as out:
-                    shutil.copyfileobj(source, out, _CHUNK_BYTES)
-                    out.flush()
-                    os.fsync(out.fileno())
+                try:
+                    _unpack_member(zipped, member, unpacked)
+                except (FileExistsError, NotADirectoryError, IsADirectoryError) as err:
+                    raise ElmoDownloadError(
+                        f"{url}: the archive member {member.filename!r} cannot be unpacked where it belongs ({err.strerror}): "
+                        f"another member already holds that file or folder. The archive is unsafe and was not "
+                        f"unpacked; nothing was kept. Check the download location ({_location()})."
+                    ) from None
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, zlib.error) as err:
         raise ElmoDownloadError(
             f"{url} is not a readable zip archive ({err}): the download is truncated or corrupted, or the server "
@@ -192,35 +192,71 @@ def _unpack(archive: Path, unpacked: Path, url: str) -> Path:
     return _model_root(unpacked, url)
 
 
+def _unpack_member(zipped: zipfile.ZipFile, member: zipfile.ZipInfo, unpacked: Path) -> None:
+    """Write one checked member below ``unpacked``; a file is created only where none exists."""
+    path = unpacked.joinpath(*_member_parts(member.filename))
+    if member.is_dir():
+        path.mkdir(parents=True, exist_ok=True)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipped.open(member) as source, open(path, "xb") as out:
+        shutil.copyfileobj(source, out, _CHUNK_BYTES)
+        out.flush()
+        os.fsync(out.fileno())
+
+
+def _member_parts(name: str) -> Tuple[str, ...]:
+    """The folders and file name a member unpacks to: ``\\`` read as ``/``, empty and ``.`` parts dropped."""
+    return tuple(part for part in PurePosixPath(name.replace("\\", "/")).parts if part not in ("", ".", "/"))
+
+
 def _check_members(members: List[zipfile.ZipInfo], url: str) -> None:
-    """Refuse members that would land outside the folder, links, and archives too large to be a model."""
+    """Refuse members that would land outside the folder or on the same file as another (names compared
+    without case, as some disks compare them), links, and archives too large to be a model."""
+    refused = f"The archive is unsafe and was not unpacked; nothing was kept. Check the download location ({_location()})."
+    if len(members) > _MAX_MEMBERS:
+        raise ElmoDownloadError(
+            f"{url}: the archive holds {len(members)} members, more than any model ({_MAX_MEMBERS} at most; a "
+            f"published one holds about six files). It was not unpacked; nothing was kept. Check the download "
+            f"location ({_location()})."
+        )
     total = 0
-    seen = set()
+    files: Dict[Tuple[str, ...], str] = {}
+    folders: Dict[Tuple[str, ...], str] = {}
     for member in members:
         name = member.filename
-        if name in seen:
-            raise ElmoDownloadError(
-                f"{url}: the archive holds {name!r} twice, so which one is the model's is unclear. It was not "
-                f"unpacked; nothing was kept. Check the download location ({_location()})."
-            )
-        seen.add(name)
-        parts = PurePosixPath(name.replace("\\", "/")).parts
+        parts = _member_parts(name)
         if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":") or ".." in parts:
             raise ElmoDownloadError(
                 f"{url}: the archive member {name!r} would be written outside the model folder (an absolute path or "
-                f"'..'). The archive is unsafe and was not unpacked; nothing was kept. Check the download location "
-                f"({_location()})."
+                f"'..'). {refused}"
             )
         if stat.S_ISLNK(member.external_attr >> 16):
             raise ElmoDownloadError(
                 f"{url}: the archive member {name!r} is a symbolic link; a model archive holds plain files only. "
                 f"The archive was not unpacked; nothing was kept. Check the download location ({_location()})."
             )
+        key = tuple(part.casefold() for part in parts)
+        if not member.is_dir():
+            if not key:
+                raise ElmoDownloadError(f"{url}: the archive member {name!r} is a file without a name. {refused}")
+            if key in files:
+                first = files[key]
+                held = f"{name!r} twice" if first == name else f"{first!r} and {name!r}, which name the same file"
+                raise ElmoDownloadError(f"{url}: the archive holds {held}, so which one is the model's is unclear. {refused}")
+            files[key] = name
+        for depth in range(1, len(key) + (1 if member.is_dir() else 0)):
+            folders.setdefault(key[:depth], name)
         total += member.file_size
+    for key, name in files.items():
+        if key in folders:
+            raise ElmoDownloadError(
+                f"{url}: the archive member {name!r} is a file, but {folders[key]!r} makes it a folder. {refused}"
+            )
     if total > _MAX_UNPACKED_BYTES:
         raise ElmoDownloadError(
             f"{url}: the archive would unpack to {total} bytes, more than any model ({_MAX_UNPACKED_BYTES} bytes at "
-            f"most). It was not unpacked; check the download location ({_location()})."
+            f"most). It was not unpacked; nothing was kept. Check the download location ({_location()})."
         )
 
 

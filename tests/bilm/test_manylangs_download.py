@@ -209,6 +209,71 @@ def test_an_unsafe_archive_is_refused_before_anything_is_written(mirror, cache, 
     assert files_under(cache) == [] and not (tmp_path / "escaped.txt").exists()
 
 
+@pytest.mark.parametrize(
+    "folder, extra, says",
+    [
+        ("German", "German//config.json", "'German/config.json' and 'German//config.json', which name the same file"),
+        ("", "./word.dic", "'word.dic' and './word.dic', which name the same file"),
+        ("", "WORD.DIC", "'word.dic' and 'WORD.DIC', which name the same file"),
+        ("", "word.dic/extra.txt", "'word.dic' is a file, but 'word.dic/extra.txt' makes it a folder"),
+        ("", zipfile.ZipInfo("word.dic/"), "'word.dic' is a file, but 'word.dic/' makes it a folder"),
+    ],
+)
+def test_members_that_land_on_the_same_file_are_refused_before_anything_is_written(mirror, cache, folder, extra, says):
+    root, _ = mirror
+    make_archive(root / "142.zip", folder, extra=[(extra, b"{}")])
+    with pytest.raises(ElmoDownloadError) as info:
+        download_manylangs("manylangs:de")
+    message = str(info.value)
+    assert _url() in message and says in message and "unsafe and was not unpacked" in message
+    assert "Free disk space" not in message
+    assert files_under(cache) == []
+
+
+@pytest.mark.parametrize("extra", ["German//config.json", "German/word.dic/extra.txt", "German/config.json/"])
+def test_a_clash_found_while_unpacking_is_reported_as_unsafe(mirror, cache, monkeypatch, extra):
+    """Where the disk finds a clash the member check did not (it compares names as most disks do),
+    the unpack reports the member, not a disk full."""
+    root, _ = mirror
+    make_archive(root / "142.zip", "German", extra=[(extra, b"{}")])
+    monkeypatch.setattr(manylangs_download, "_check_members", lambda members, url: None)
+    with pytest.raises(ElmoDownloadError) as info:
+        download_manylangs("manylangs:de")
+    message = str(info.value)
+    assert repr(extra) in message and "another member already holds" in message and "unsafe and was not unpacked" in message
+    assert "Free disk space" not in message
+    assert files_under(cache) == []
+
+
+def test_an_archive_with_more_members_than_a_model_is_refused(mirror, cache, monkeypatch):
+    root, _ = mirror
+    spare = manylangs_download._MAX_MEMBERS - len(MODEL_FILES)
+    make_archive(root / "142.zip", extra=[(f"notes/{i}.txt", b"") for i in range(spare + 1)])
+    with pytest.raises(ElmoDownloadError) as info:
+        download_manylangs("manylangs:de")
+    assert f"holds {manylangs_download._MAX_MEMBERS + 1} members" in str(info.value)
+    assert files_under(cache) == []
+    make_archive(root / "142.zip", extra=[(f"notes/{i}.txt", b"") for i in range(spare)])
+    assert download_manylangs("manylangs:de") == cache / "manylangs" / "de"
+
+
+def test_an_archive_larger_than_any_model_is_refused(mirror, cache, monkeypatch):
+    root, _ = mirror
+    make_archive(root / "142.zip")
+    with zipfile.ZipFile(root / "142.zip") as archive:
+        model_bytes = sum(member.file_size for member in archive.infolist())
+    limit = model_bytes + 1000
+    monkeypatch.setattr(manylangs_download, "_MAX_UNPACKED_BYTES", limit)
+    make_archive(root / "142.zip", extra=[("padding.bin", bytes(1001))])
+    with pytest.raises(ElmoDownloadError) as info:
+        download_manylangs("manylangs:de")
+    message = str(info.value)
+    assert f"would unpack to {limit + 1} bytes" in message and f"({limit} bytes at most)" in message
+    assert files_under(cache) == []
+    make_archive(root / "142.zip", extra=[("padding.bin", bytes(1000))])
+    assert download_manylangs("manylangs:de") == cache / "manylangs" / "de"
+
+
 def test_an_archive_without_a_model_is_named(mirror, cache):
     root, _ = mirror
     with zipfile.ZipFile(root / "142.zip", "w") as archive:
