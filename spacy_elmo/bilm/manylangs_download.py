@@ -4,7 +4,9 @@ The archive is streamed into a temporary file, checked (its SHA-256 where one is
 readable zip whose members pass their CRC checks, no absolute or ``..`` paths, no links, no two
 members on one file, a model's size), unpacked into a temporary folder beside its final place,
 loaded once as a model, and only then renamed into place: ``<cache>/manylangs/<CODE>``. A killed
-or failed download leaves at most a hidden ``.CODE.tmp-*`` folder, which never loads as a model.
+download leaves at most a hidden partial archive ``.CODE.zip.tmp-*`` and a hidden folder
+``.CODE.tmp-*``, which never load as a model; the next download of that model removes those
+older than a day (younger ones may belong to a download still running in another process).
 The folder's manifest (``spacy_elmo_manifest.json``) records the archive's URL and SHA-256 and
 each unpacked file's size and SHA-256; a cached model is checked against it before it is used,
 so a file that was later truncated or changed is reported rather than loaded."""
@@ -14,6 +16,7 @@ import json
 import os
 import shutil
 import stat
+import time
 import urllib.request
 import zipfile
 import zlib
@@ -21,7 +24,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Dict, List, Optional, Tuple
 
 from ..errors import ElmoDownloadError, ElmoError, ElmoModelNotFoundError
-from ..files import PathLike, fsync_path, temporary_name, write_text_atomic
+from ..files import TMP_MARK, PathLike, fsync_path, remove_orphans, temporary_name, write_text_atomic
 from . import manylangs_io
 from .manylangs_models import MIRROR_ENV, MODELS, PREFIX, ManyLangsModel, archive_url, base_url, names
 from .pretrained import (
@@ -44,6 +47,8 @@ _MAX_UNPACKED_BYTES = 8 << 30
 """An archive that would unpack to more than this is refused (a published one unpacks to about 0.7 GB)."""
 _MAX_MEMBERS = 100
 """An archive with more members than this is refused (a published one holds a folder and about six files)."""
+_STALE_AFTER_S = 24 * 3600
+"""A download's temporary file or folder older than this was left by a killed process and is removed."""
 
 
 def model_for(name: str) -> ManyLangsModel:
@@ -75,6 +80,7 @@ def download_manylangs(name: str, cache_dir: Optional[PathLike] = None, progress
     archive = temporary_name(folder / f"{model.code}.zip")
     unpacked = temporary_name(target)
     try:
+        _remove_stale_temporaries(folder, (archive, unpacked))
         _fetch(url, archive, model, target, progress)
         digest = sha256_of(archive)
         if model.sha256 is not None and digest != model.sha256.lower():
@@ -147,6 +153,21 @@ def sha256_of(path: Path) -> str:
         for chunk in iter(lambda: handle.read(_CHUNK_BYTES), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def _remove_stale_temporaries(folder: Path, ours: Tuple[Path, ...]) -> None:
+    """Delete the temporaries named like ``ours`` (another download of this model) that are older than
+    :data:`_STALE_AFTER_S`: a killed download's partial archive and unpacked folder."""
+    prefixes = tuple(path.name[: path.name.index(TMP_MARK) + len(TMP_MARK)] for path in ours)
+    now = time.time()
+
+    def keep(path: Path) -> bool:
+        try:
+            return not path.name.startswith(prefixes) or now - path.stat().st_mtime < _STALE_AFTER_S
+        except OSError:
+            return True
+
+    remove_orphans(folder, keep)
 
 
 def _fetch(url: str, archive: Path, model: ManyLangsModel, target: Path, progress: bool) -> None:

@@ -3,8 +3,10 @@
 
 import io
 import json
+import os
 import re
 import stat
+import time
 import zipfile
 from pathlib import Path
 
@@ -329,6 +331,27 @@ def test_an_interrupted_download_leaves_nothing_that_loads(mirror, cache, monkey
     leftover.mkdir(parents=True)
     (leftover / "config.json").write_text("{}")
     assert download_manylangs("manylangs:de") == cache / "manylangs" / "de"
+
+
+def test_a_download_removes_the_stale_temporaries_of_a_killed_one(mirror, cache):
+    """What a killed download of the model left a day ago goes; what may be a running download's
+    (younger) stays, and so does another model's."""
+    root, _ = mirror
+    make_archive(root / "142.zip")
+    folder = cache / "manylangs"
+    folder.mkdir(parents=True)
+    stale_archive, stale_folder = folder / ".de.zip.tmp-0123456789ab", folder / ".de.tmp-0123456789ab"
+    fresh_archive, other_model = folder / ".de.zip.tmp-ba9876543210", folder / ".fr.tmp-0123456789ab"
+    stale_archive.write_bytes(b"PK partial")
+    stale_folder.mkdir()
+    (stale_folder / "encoder.pkl").write_bytes(b"partial")
+    fresh_archive.write_bytes(b"PK partial")
+    other_model.mkdir()
+    two_days_ago = time.time() - 2 * 24 * 3600
+    for path in (stale_archive, stale_folder, other_model):
+        os.utime(path, (two_days_ago, two_days_ago))
+    assert download_manylangs("manylangs:de") == folder / "de"
+    assert sorted(path.name for path in folder.iterdir()) == [".de.zip.tmp-ba9876543210", ".fr.tmp-0123456789ab", "de"]
 
 
 def test_unknown_codes_list_the_languages():
