@@ -1,5 +1,6 @@
 """``python -m spacy_elmo download NAME``: fetch a published biLM into the cache ahead of time
-(the ``elmo`` component and ``embed`` otherwise download it on first use)."""
+(the ``elmo`` component and ``embed`` otherwise download it on first use). For a cached
+``manylangs:CODE`` model it hashes every file against the download's manifest."""
 
 import argparse
 import sys
@@ -28,7 +29,7 @@ def main(argv: Optional[List[str]] = None, prog: str = "python -m spacy_elmo dow
     if not args.name:
         parser.error("name a model to download (--list shows them)")
     try:
-        path = download_named(args.name, cache_dir=args.cache_dir)
+        path = download_named(args.name, cache_dir=args.cache_dir, verify=True)
     except ElmoError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -8,8 +8,12 @@ download leaves at most a hidden partial archive ``.CODE.zip.tmp-*`` and a hidde
 ``.CODE.tmp-*``, which never load as a model; the next download of that model removes those
 older than a day (younger ones may belong to a download still running in another process).
 The folder's manifest (``spacy_elmo_manifest.json``) records the archive's URL and SHA-256 and
-each unpacked file's size and SHA-256; a cached model is checked against it before it is used,
-so a file that was later truncated or changed is reported rather than loaded."""
+each unpacked file's size, modification time and SHA-256. Before a cached model is used, each
+file's size and time are compared with it, and a file whose size or time differs is hashed, so
+a file that was later truncated or changed is reported rather than loaded. Hashing every file
+on every use would cost half a second or more for a published model; the price is that a change
+that keeps both the size and the time is not seen on use. ``python -m spacy_elmo download
+manylangs:CODE`` hashes every file (``verify=True``)."""
 
 import hashlib
 import json
@@ -63,17 +67,18 @@ def model_for(name: str) -> ManyLangsModel:
     return model
 
 
-def download_manylangs(name: str, cache_dir: Optional[PathLike] = None, progress: bool = True) -> Path:
+def download_manylangs(name: str, cache_dir: Optional[PathLike] = None, progress: bool = True, verify: bool = False) -> Path:
     """Download and unpack ``manylangs:CODE`` (if not cached yet); return its checked model directory.
 
     The directory is what ``ElmoBiLM.from_pretrained`` and the component's ``weights`` accept.
+    ``verify`` hashes every cached file rather than only those whose size or time changed.
     """
     model = model_for(name)
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     folder = root / CACHE_FOLDER
     target = folder / model.code
     if target.exists():
-        check_cached(target, model)
+        check_cached(target, model, full=verify)
         return target
     created_folder = make_cache_directory(folder)
     url = archive_url(model)
@@ -122,28 +127,45 @@ def download_manylangs(name: str, cache_dir: Optional[PathLike] = None, progress
     return target
 
 
-def check_cached(directory: Path, model: ManyLangsModel) -> None:
-    """Raise unless every file the manifest of ``directory`` lists is there with its size and SHA-256."""
+def check_cached(directory: Path, model: ManyLangsModel, full: bool = False) -> None:
+    """Raise unless every file the manifest of ``directory`` lists is there with its size and SHA-256.
+
+    A file whose size and modification time are the recorded ones is taken as unchanged without
+    being read (see the module's docstring); ``full`` hashes every file. A file whose time changed
+    but whose bytes did not has its new time recorded, so that the next use does not hash it again.
+    """
     manifest_path = directory / MANIFEST_FILE
     fix = f"Delete {directory} and run `python -m spacy_elmo download {PREFIX}{model.code}` again."
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        files: Dict[str, Any] = manifest["files"]
+        files: Dict[str, Dict[str, Any]] = manifest["files"]
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
         raise ElmoDownloadError(
             f"The cached model {directory} has no readable {MANIFEST_FILE} ({type(err).__name__}: {err}): it was not "
             f"written by a complete download. {fix}"
         ) from None
+    retimed = False
     for relative, expected in files.items():
         path = directory / relative
         if not path.is_file():
             raise ElmoDownloadError(f"The cached model {directory} lacks {relative}, which its {MANIFEST_FILE} lists. {fix}")
-        size = path.stat().st_size
-        if size != expected.get("bytes") or sha256_of(path) != expected.get("sha256"):
+        found = path.stat()
+        same_time = found.st_mtime_ns == expected.get("mtime_ns")
+        if found.st_size == expected.get("bytes") and same_time and not full:
+            continue
+        if found.st_size != expected.get("bytes") or sha256_of(path) != expected.get("sha256"):
             raise ElmoDownloadError(
-                f"The cached file {path} ({size} bytes) differs from the one downloaded ({expected.get('bytes')} bytes, "
-                f"SHA-256 {expected.get('sha256')}): it was truncated or changed since. {fix}"
+                f"The cached file {path} ({found.st_size} bytes) differs from the one downloaded ({expected.get('bytes')} "
+                f"bytes, SHA-256 {expected.get('sha256')}): it was truncated or changed since. {fix}"
             )
+        if not same_time:
+            expected["mtime_ns"] = found.st_mtime_ns
+            retimed = True
+    if retimed:
+        try:
+            write_text_atomic(manifest_path, _manifest_text(manifest))
+        except OSError:
+            pass  # a read-only cache: the touched files are hashed again on the next use
 
 
 def sha256_of(path: Path) -> str:
@@ -297,13 +319,21 @@ def _model_root(unpacked: Path, url: str) -> Path:
 
 
 def _write_manifest(model_dir: Path, url: str, digest: str) -> None:
-    files = {
-        path.relative_to(model_dir).as_posix(): {"bytes": path.stat().st_size, "sha256": sha256_of(path)}
-        for path in sorted(model_dir.rglob("*"))
-        if path.is_file()
-    }
+    files = {}
+    for path in sorted(model_dir.rglob("*")):
+        if path.is_file():
+            found = path.stat()
+            files[path.relative_to(model_dir).as_posix()] = {
+                "bytes": found.st_size,
+                "mtime_ns": found.st_mtime_ns,
+                "sha256": sha256_of(path),
+            }
     manifest = {"url": url, "archive_sha256": digest, "files": files}
-    write_text_atomic(model_dir / MANIFEST_FILE, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    write_text_atomic(model_dir / MANIFEST_FILE, _manifest_text(manifest))
+
+
+def _manifest_text(manifest: Dict[str, Any]) -> str:
+    return json.dumps(manifest, indent=2, ensure_ascii=False) + "\n"
 
 
 def _by_hand(model: ManyLangsModel, url: str) -> str:

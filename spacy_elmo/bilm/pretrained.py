@@ -193,14 +193,16 @@ def download_model(name: str, cache_dir: Optional[PathLike] = None, progress: bo
     return directory
 
 
-def download_named(name: str, cache_dir: Optional[PathLike] = None, progress: bool = True) -> Path:
+def download_named(name: str, cache_dir: Optional[PathLike] = None, progress: bool = True, verify: bool = False) -> Path:
     """Download a published model by name, an AllenNLP one (:data:`PUBLISHED_MODELS`) or
-    ``manylangs:CODE``, into the cache if it is not there yet; return its model directory."""
+    ``manylangs:CODE``, into the cache if it is not there yet; return its model directory.
+
+    ``verify`` hashes every file of a cached ``manylangs:CODE`` model against its manifest."""
     if manylangs_models.is_name(name):
         # Imported here: the ELMoForManyLangs download builds on this module's cache and streaming.
         from .manylangs_download import download_manylangs
 
-        return download_manylangs(name, cache_dir=cache_dir, progress=progress)
+        return download_manylangs(name, cache_dir=cache_dir, progress=progress, verify=verify)
     return download_model(name, cache_dir=cache_dir, progress=progress)
 
 

@@ -138,7 +138,9 @@ def test_a_cached_file_that_changed_is_reported(mirror, cache):
     make_archive(root / "142.zip")
     directory = download_manylangs("manylangs:de")
     data = (directory / "encoder.pkl").read_bytes()
-    (directory / "encoder.pkl").write_bytes(data[:-10] + bytes(10))
+    recorded = json.loads((directory / MANIFEST_FILE).read_text())["files"]["encoder.pkl"]["mtime_ns"]
+    (directory / "encoder.pkl").write_bytes(data[:-10] + bytes(10))  # the same size, another time
+    os.utime(directory / "encoder.pkl", ns=(recorded + 10**9, recorded + 10**9))
     with pytest.raises(ElmoDownloadError) as info:
         ElmoBiLM.from_pretrained("manylangs:de")
     message = str(info.value)
@@ -151,6 +153,40 @@ def test_a_cached_file_that_changed_is_reported(mirror, cache):
     with pytest.raises(ElmoDownloadError, match=f"no readable {MANIFEST_FILE}"):
         download_manylangs("manylangs:de")
     assert requests == ["/142.zip"]
+
+
+def test_a_cached_model_is_hashed_only_where_a_size_or_time_changed(mirror, cache, monkeypatch, capsys):
+    from spacy_elmo.__main__ import main as cli_main
+
+    root, _ = mirror
+    make_archive(root / "142.zip")
+    directory = download_manylangs("manylangs:de")
+    hashed = []
+    sha256_of = manylangs_download.sha256_of
+    monkeypatch.setattr(manylangs_download, "sha256_of", lambda path: hashed.append(path.name) or sha256_of(path))
+    ElmoBiLM.from_pretrained("manylangs:de")
+    assert hashed == []
+
+    # Touched, the same bytes: hashed once, accepted, and its new time recorded.
+    encoder = directory / "encoder.pkl"
+    recorded = json.loads((directory / MANIFEST_FILE).read_text())["files"]["encoder.pkl"]["mtime_ns"]
+    os.utime(encoder, ns=(recorded + 10**9, recorded + 10**9))
+    assert download_manylangs("manylangs:de") == directory and hashed == ["encoder.pkl"]
+    assert json.loads((directory / MANIFEST_FILE).read_text())["files"]["encoder.pkl"]["mtime_ns"] == recorded + 10**9
+    download_manylangs("manylangs:de")
+    assert hashed == ["encoder.pkl"]
+
+    # Changed in place keeping its size and time: not seen on use (the documented price), but the
+    # download command hashes every file.
+    data = encoder.read_bytes()
+    encoder.write_bytes(data[:-10] + bytes(10))
+    os.utime(encoder, ns=(recorded + 10**9, recorded + 10**9))
+    assert download_manylangs("manylangs:de") == directory
+    assert cli_main(["download", "manylangs:de"]) == 1
+    err = capsys.readouterr().err
+    assert str(encoder) in err and "truncated or changed" in err
+    with pytest.raises(ElmoDownloadError, match="truncated or changed"):
+        download_manylangs("manylangs:de", verify=True)
 
 
 def _corrupt(data: bytes) -> bytes:
