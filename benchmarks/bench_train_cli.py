@@ -34,8 +34,6 @@ from typing import Any, Callable, Dict, List, Optional
 import spacy
 from spacy.util import registry
 
-from docs_block import printed_into_docs
-
 REPO = Path(__file__).resolve().parents[1]
 CLOCK_ENV = "SPACY_ELMO_BENCH_CLOCK"
 
@@ -229,6 +227,9 @@ def main(argv: Optional[List[str]] = None) -> None:
                 result["store_mib"] = directory_bytes(store) / 2**20 if setting == "elmo" else None
                 rows.append(result)
                 print(json.dumps(result), file=sys.stderr, flush=True)
+    # Imported here: spacy train also loads this file (--code), from where docs_block cannot be found.
+    from docs_block import printed_into_docs
+
     with printed_into_docs("train-cli-benchmark" if args.write_docs else None):
         now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         print(

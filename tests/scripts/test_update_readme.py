@@ -120,6 +120,15 @@ def test_every_speed_block_is_written_by_a_benchmark() -> None:
     assert all(page.count(f"<!-- {block}:start -->") == 1 for block in written)
 
 
+def test_the_training_benchmark_loads_as_spacy_train_code(tmp_path: Path) -> None:
+    """bench_train_cli.py is also spacy train's --code, loaded from a process whose sys.path lacks
+    benchmarks/: what it imports at the top must not need that folder (docs_block once did)."""
+    path = REPO / "benchmarks" / "bench_train_cli.py"
+    code = f"import spacy.util; spacy.util.import_file('bench_code', {str(path)!r})"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
 def update_readme_module():
     spec = importlib.util.spec_from_file_location("update_readme", SCRIPT)
     module = importlib.util.module_from_spec(spec)
