@@ -236,7 +236,9 @@ def main(argv: Optional[List[str]] = None) -> None:
             f"{now} · {machine()} · load average at start {load[0]:.1f} · Python {platform.python_version()} · "
             f"spaCy {spacy.__version__} · commit {code_version}\n"
         )
-        print(f"Command: `{shlex.join(['python', 'benchmarks/bench_train_cli.py', *(argv or sys.argv[1:])])}`\n")
+        # The work folder is this machine's: the page names it WORKDIR.
+        shown = ["WORKDIR" if arg == str(args.workdir) else arg for arg in (argv or sys.argv[1:])]
+        print(f"Command: `{shlex.join(['python', 'benchmarks/bench_train_cli.py', *shown])}`\n")
         print(
             f"Data: the first {args.sentences:,} CoNLL-2003 training sentences ({words:,} words), dev = the first "
             f"{args.dev:,} dev sentences; {args.epochs} epochs; ELMo: `configs/ner_elmo.cfg` with only "
