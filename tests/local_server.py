@@ -5,8 +5,9 @@ import functools
 import http.server
 import socket
 import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import List, Tuple, Type
+from typing import Iterator, List, Tuple, Type
 
 
 class CountingHandler(http.server.SimpleHTTPRequestHandler):
@@ -68,3 +69,18 @@ def closed_port() -> int:
 def files_under(folder: Path) -> List[str]:
     """Every path below ``folder`` (relative, sorted): what a download left in its cache."""
     return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")) if folder.exists() else []
+
+
+@contextmanager
+def mirror_at(tmp_path: Path, monkeypatch, env: str, handler: Type, suffix: str = "") -> Iterator[Tuple[Path, list]]:
+    """A server on ``tmp_path/mirror`` named by the environment variable ``env`` (the URL plus
+    ``suffix``), with spacy-elmo's cache at ``tmp_path/cache``; yields (folder, requested paths)."""
+    root = tmp_path / "mirror"
+    root.mkdir()
+    server, thread, requests = serve(root, handler)
+    monkeypatch.setenv(env, f"http://127.0.0.1:{server.server_address[1]}{suffix}")
+    monkeypatch.setenv("SPACY_ELMO_CACHE", str(tmp_path / "cache"))
+    try:
+        yield root, requests
+    finally:
+        stop(server, thread)

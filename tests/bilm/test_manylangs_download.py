@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from local_server import CountingHandler, ShortBodyHandler, closed_port, files_under, serve, stop
+from local_server import CountingHandler, ShortBodyHandler, closed_port, files_under, mirror_at
 from spacy_elmo import ElmoBiLM
 from spacy_elmo.bilm import manylangs_download, manylangs_models
 from spacy_elmo.bilm.manylangs_download import MANIFEST_FILE, download_manylangs
@@ -49,15 +49,8 @@ def make_archive(path: Path, folder: str = "", extra=()) -> bytes:
 @pytest.fixture
 def mirror(tmp_path, monkeypatch, request):
     """A local mirror of the NLPL repository; the cache is tmp_path/cache."""
-    root = tmp_path / "mirror"
-    root.mkdir()
-    server, thread, requests = serve(root, getattr(request, "param", CountingHandler))
-    monkeypatch.setenv(manylangs_models.MIRROR_ENV, f"http://127.0.0.1:{server.server_address[1]}")
-    monkeypatch.setenv("SPACY_ELMO_CACHE", str(tmp_path / "cache"))
-    try:
-        yield root, requests
-    finally:
-        stop(server, thread)
+    with mirror_at(tmp_path, monkeypatch, manylangs_models.MIRROR_ENV, getattr(request, "param", CountingHandler)) as served:
+        yield served
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from local_server import CountingHandler, ShortBodyHandler, closed_port, files_under, serve, stop
+from local_server import CountingHandler, ShortBodyHandler, closed_port, files_under, mirror_at
 from spacy_elmo.bilm import pretrained
 from spacy_elmo.bilm.pretrained import (
     PUBLISHED_MODELS,
@@ -29,16 +29,8 @@ def _publish(root: Path, stem: str, options_bytes: bytes, weights_bytes: bytes) 
 @pytest.fixture
 def mirror(tmp_path, monkeypatch, request):
     """A local HTTP mirror (tests publish the tiny biLM on it under the 'small' file names)."""
-    handler = getattr(request, "param", CountingHandler)
-    root = tmp_path / "mirror"
-    root.mkdir()
-    server, thread, requests = serve(root, handler)
-    monkeypatch.setenv("SPACY_ELMO_MIRROR", f"http://127.0.0.1:{server.server_address[1]}/")
-    monkeypatch.setenv("SPACY_ELMO_CACHE", str(tmp_path / "cache"))
-    try:
-        yield root, requests
-    finally:
-        stop(server, thread)
+    with mirror_at(tmp_path, monkeypatch, "SPACY_ELMO_MIRROR", getattr(request, "param", CountingHandler), "/") as served:
+        yield served
 
 
 @pytest.fixture
